@@ -1,0 +1,165 @@
+"""Ingest: find files, parse, chunk, embed and store them; one result per file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ._chunk import chunk_transcript
+from ._embed import Embedder
+from ._errors import TranscriptError
+from ._parse import SUFFIXES, parse_bytes, transcript_id_for
+from ._records import Passage, Transcript
+from ._settings import Settings
+from ._store import Store
+
+
+@dataclass
+class FileResult:
+    path: str
+    transcript: str
+    status: str  # added | updated | unchanged | failed | removed
+    passages: int = 0
+    speakers: int = 0
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class IngestReport:
+    files: list[FileResult]
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    def summary(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.files:
+            out[f.status] = out.get(f.status, 0) + 1
+        out["passages"] = sum(f.passages for f in self.files if f.status in ("added", "updated"))
+        return out
+
+
+def discover(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, str]], list[FileResult]]:
+    """(file, transcript id) pairs under the given files and folders (recursive, links not
+    followed into loops), and failures for paths that do not exist or cannot be listed."""
+    found: list[tuple[Path, str]] = []
+    failures: list[FileResult] = []
+    seen: set[str] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            errors: list[OSError] = []
+            for dirpath, dirnames, filenames in os.walk(path, onerror=errors.append, followlinks=False):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    f = Path(dirpath) / name
+                    if f.suffix.lower() not in SUFFIXES or name.startswith("."):
+                        continue
+                    tid = transcript_id_for(f, path)
+                    if tid not in seen:
+                        seen.add(tid)
+                        found.append((f, tid))
+            for err in errors:
+                failures.append(FileResult(str(err.filename), "", "failed", reason=f"cannot list folder: {err.strerror}"))
+        elif path.exists() or path.is_symlink():
+            tid = transcript_id_for(path, None)
+            if tid not in seen:
+                seen.add(tid)
+                found.append((path, tid))
+        else:
+            failures.append(FileResult(str(path), "", "failed", reason="no such file or folder"))
+    return found, failures
+
+
+def file_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ingest(
+    paths: Iterable[str | Path],
+    settings: Settings,
+    *,
+    prune: bool = False,
+    embedder: Embedder | None = None,
+    on_file: Callable[[FileResult], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    wait_for_lock: bool = False,
+) -> IngestReport:
+    """Ingest files and folders into the store. Never raises for a bad file: it is reported."""
+    files, results = discover(paths)
+    for r in results:
+        if on_file:
+            on_file(r)
+    store = Store(settings, create=True)
+    with store.ingest_lock(wait=wait_for_lock):
+        manifest = store.manifest()
+        todo: list[tuple[Transcript, list[Passage], str, FileResult]] = []
+        embedder = embedder or Embedder(settings.model)
+        limit = int(settings.max_file_mb * 1024 * 1024)
+        for i, (path, tid) in enumerate(files):
+            if progress:
+                progress("read", i, len(files))
+            result = FileResult(str(path), tid, "failed")
+            try:
+                size = path.stat().st_size
+                if size > limit:
+                    raise TranscriptError(f"{tid}: file is {size / 1048576:.1f} MB, over the {settings.max_file_mb:g} MB limit")
+                if not path.is_file():
+                    raise TranscriptError(f"{tid}: not a regular file")
+                data = path.read_bytes()
+                digest = file_hash(data)
+                old = manifest.get(tid)
+                if old is not None and old.hash == digest:
+                    result.status, result.passages, result.speakers = "unchanged", old.n_passages, len(old.speakers)
+                else:
+                    transcript = parse_bytes(data, tid, path.suffix)
+                    passages = chunk_transcript(transcript, embedder.count_tokens, embedder.max_tokens)
+                    if not passages:
+                        raise TranscriptError(f"{tid}: nothing to index (only procedural turns)")
+                    result.status = "updated" if old is not None else "added"
+                    result.passages, result.speakers = len(passages), len(transcript.speakers)
+                    result.warnings = list(transcript.warnings)
+                    todo.append((transcript, passages, digest, result))
+            except TranscriptError as exc:
+                result.reason = str(exc).removeprefix(f"{tid}: ")
+            except OSError as exc:
+                result.reason = f"cannot read: {exc.strerror or exc}"
+            except RecursionError:
+                result.reason = "too deeply nested to read"
+            results.append(result)
+            if result.status in ("unchanged", "failed") and on_file:
+                on_file(result)
+        # Embed all new passages in one pass (the model batches by length), then write per file.
+        texts = [p.embed_text for _, ps, _, _ in todo for p in ps]
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress("embed", done, len(texts))
+
+        vectors = embedder.encode(texts, batch_size=settings.batch_size, progress=tick)
+        at = 0
+        for transcript, passages, digest, result in todo:
+            store.write_transcript(transcript, passages, vectors[at : at + len(passages)], digest)
+            at += len(passages)
+            if on_file:
+                on_file(result)
+        if prune:
+            present = {tid for _, tid in files}
+            for tid in sorted(set(manifest) - present):
+                store.remove_transcript(tid)
+                r = FileResult(tid, tid, "removed")
+                results.append(r)
+                if on_file:
+                    on_file(r)
+    return IngestReport(results)

@@ -1,0 +1,87 @@
+"""Settings: read once at the edge (flags > RAG_* environment > rag.toml > defaults), passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ._errors import ConfigError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+CHUNKER_VERSION = 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="forbid", validate_assignment=True)
+
+    store: Path = Field(Path(".rag"), description="Folder of the embedded Chroma store.")
+    chroma_url: str | None = Field(None, description="Chroma server URL (http://host:port); overrides --store.")
+    model: str = Field(DEFAULT_MODEL, description="Embedding model: a known name or a sentence-transformers folder.")
+    k: int = Field(5, ge=1, le=50, description="Passages retrieved per question.")
+    llm: str | None = Field(None, description="Optional LLM as provider:model for init_chat_model, e.g. ollama:llama3.1.")
+    llm_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server for the LLM.")
+    max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are rejected at ingest.")
+    batch_size: int = Field(64, ge=1, description="Embedding batch size.")
+    abstain_threshold: float = Field(
+        0.35, description="Answers whose best evidence scores below this are abstained on (calibrated in docs/EVALUATION.md)."
+    )
+    feedback_file: Path | None = Field(None, description="JSONL file for thumbs up/down (default: <store>/feedback.jsonl).")
+    upload_max_mb: float = Field(5.0, gt=0, description="Size cap of one uploaded file in the app.")
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    @property
+    def feedback_path(self) -> Path:
+        return self.feedback_file or (self.store / "feedback.jsonl")
+
+    def describe_store(self) -> str:
+        return self.chroma_url or str(self.store)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, a TOML file (``--config``, RAG_CONFIG or ./rag.toml),
+    RAG_* environment variables and explicit overrides (flags), in rising priority."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    path = Path(config) if config else Path(os.environ.get("RAG_CONFIG", "rag.toml"))
+    file_values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read settings file {path}: {exc}") from None
+        file_values = file_values.get("rag", file_values)
+    elif config:
+        raise ConfigError(f"settings file {path} does not exist")
+    env_keys = {name for name in Settings.model_fields if f"RAG_{name.upper()}" in os.environ}
+    init = {k: v for k, v in file_values.items() if k not in env_keys}
+    init.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,382 @@
+"""Chroma behind a narrow adapter: passages and a manifest of transcripts, embedded or server.
+
+Two collections, both named after the embedding model and the chunker version, so a new model
+or chunker builds a new index instead of mixing chunks:
+
+* ``p_<model>_c<N>``: one record per passage, id ``<chunk_id>@<version>``.
+* ``m_<model>_c<N>``: one record per transcript (its content hash, version, metadata and the
+  decoded source text, for showing and highlighting it).
+
+A transcript's passages are written before its manifest record points at their version, and the
+old version is deleted after, so a crash at any moment leaves either the old or the new version
+whole: readers only see passages whose version is the one in the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ._errors import IngestLockedError, StoreMissingError, StoreUnavailableError
+from ._records import Passage, Segment, Speaker, Transcript
+from ._settings import CHUNKER_VERSION, Settings
+
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+_SEPS = {"\n": 0, " ": 1, "": 2}
+_SEP_OF = {v: k for k, v in _SEPS.items()}
+_BATCH = 1000
+
+
+@dataclass
+class TranscriptInfo:
+    id: str
+    hash: str
+    version: str
+    title: str
+    date: str
+    source: str
+    format: str
+    speakers: list[Speaker]
+    counts: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+    ingested_at: float = 0.0
+
+    @property
+    def n_passages(self) -> int:
+        return sum(self.counts.values())
+
+
+def collection_names(model: str) -> tuple[str, str]:
+    base = Path(model).name if ("/" in model or os.sep in model) else model
+    slug = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")[:40] or "model"
+    if model not in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        slug += "-" + hashlib.sha1(model.encode()).hexdigest()[:6]
+    return f"p_{slug}_c{CHUNKER_VERSION}", f"m_{slug}_c{CHUNKER_VERSION}"
+
+
+def _unavailable(settings: Settings, exc: Exception) -> StoreUnavailableError:
+    return StoreUnavailableError(f"cannot reach the Chroma server at {settings.chroma_url} ({type(exc).__name__}: {exc})")
+
+
+class Store:
+    def __init__(self, settings: Settings, create: bool = False) -> None:
+        self.settings = settings
+        self.create = create
+        self._client = None
+        self._passages = None
+        self._manifest = None
+        self._connect()
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+        p_name, m_name = collection_names(self.settings.model)
+        s = self.settings
+        try:
+            if s.chroma_url:
+                url = urlparse(s.chroma_url)
+                self._client = chromadb.HttpClient(
+                    host=url.hostname or "127.0.0.1",
+                    port=url.port or (443 if url.scheme == "https" else 8000),
+                    ssl=url.scheme == "https",
+                    settings=chroma_settings,
+                )
+            else:
+                if not self.create and not (s.store / "chroma.sqlite3").exists():
+                    raise StoreMissingError(f"no index at {s.store}/")
+                s.store.mkdir(parents=True, exist_ok=True)
+                self._client = chromadb.PersistentClient(path=str(s.store), settings=chroma_settings)
+            if self.create:
+                cfg = {"hnsw": {"space": "cosine"}}
+                self._passages = self._client.get_or_create_collection(p_name, embedding_function=None, configuration=cfg)
+                self._manifest = self._client.get_or_create_collection(m_name, embedding_function=None)
+            else:
+                try:
+                    self._passages = self._client.get_collection(p_name, embedding_function=None)
+                    self._manifest = self._client.get_collection(m_name, embedding_function=None)
+                except Exception as exc:  # chromadb raises NotFoundError / ValueError by version
+                    if _is_connection_error(exc):
+                        raise
+                    raise StoreMissingError(
+                        f"no index for model {self.settings.model} in {self.settings.describe_store()}"
+                    ) from None
+        except (StoreMissingError, StoreUnavailableError):
+            raise
+        except Exception as exc:
+            if s.chroma_url and _is_connection_error(exc):
+                raise _unavailable(s, exc) from None
+            raise
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn connection failures into StoreUnavailableError."""
+        try:
+            yield
+        except Exception as exc:
+            if self.settings.chroma_url and _is_connection_error(exc):
+                raise _unavailable(self.settings, exc) from None
+            raise
+
+    # ------------------------------------------------------------------ manifest
+
+    def manifest(self) -> dict[str, TranscriptInfo]:
+        with self._guard():
+            got = self._manifest.get(include=["metadatas"])
+        out = {}
+        for tid, md in zip(got["ids"], got["metadatas"]):
+            out[tid] = _info(tid, md)
+        return out
+
+    def fingerprint(self) -> str:
+        """Changes whenever any transcript is added, changed or removed (by any process)."""
+        with self._guard():
+            got = self._manifest.get(include=["metadatas"])
+        pairs = sorted((tid, md.get("version", "")) for tid, md in zip(got["ids"], got["metadatas"]))
+        return hashlib.sha1(json.dumps(pairs).encode()).hexdigest()
+
+    def source_text(self, transcript: str) -> str:
+        with self._guard():
+            got = self._manifest.get(ids=[transcript], include=["documents"])
+        if not got["ids"]:
+            raise KeyError(transcript)
+        return got["documents"][0] or ""
+
+    # ------------------------------------------------------------------ writing
+
+    def write_transcript(
+        self, t: Transcript, passages: list[Passage], vectors: np.ndarray, file_hash: str
+    ) -> None:
+        version = file_hash[:16]
+        ids = [f"{p.chunk_id}@{version}" for p in passages]
+        with self._guard():
+            for i in range(0, len(passages), _BATCH):
+                sl = slice(i, i + _BATCH)
+                self._passages.upsert(
+                    ids=ids[sl],
+                    embeddings=vectors[sl],
+                    documents=[p.text for p in passages[sl]],
+                    metadatas=[_passage_meta(p, version) for p in passages[sl]],
+                )
+            counts: dict[str, int] = {}
+            for p in passages:
+                counts[p.kind] = counts.get(p.kind, 0) + 1
+            turns_by_speaker: dict[str, int] = {}
+            for turn in t.turns:
+                if turn.speaker:
+                    turns_by_speaker[turn.speaker] = turns_by_speaker.get(turn.speaker, 0) + 1
+            speakers = [
+                {"tag": s.tag, "name": s.name, "role": s.role, "description": s.description,
+                 "aliases": s.aliases, "turns": turns_by_speaker.get(k, 0)}
+                for k, s in t.speakers.items()
+            ]
+            meta = {
+                "hash": file_hash,
+                "version": version,
+                "title": t.title,
+                "date": t.date,
+                "source": t.source,
+                "format": t.format,
+                "speakers": json.dumps(speakers),
+                "counts": json.dumps(counts),
+                "warnings": json.dumps(t.warnings),
+                "ingested_at": time.time(),
+            }
+            # the switch to the new version: one record, one write
+            self._manifest.upsert(ids=[t.id], embeddings=[[1.0]], documents=[t.text], metadatas=[meta])
+            self.drop_stale(t.id, version)
+
+    def drop_stale(self, transcript: str, version: str) -> None:
+        with self._guard():
+            self._passages.delete(where={"$and": [{"transcript": transcript}, {"version": {"$ne": version}}]})
+
+    def remove_transcript(self, transcript: str) -> None:
+        with self._guard():
+            self._manifest.delete(ids=[transcript])
+            self._passages.delete(where={"transcript": transcript})
+
+    # ------------------------------------------------------------------ reading
+
+    def count(self) -> int:
+        with self._guard():
+            return self._passages.count()
+
+    def all_passages(self, transcript: str | None = None, with_vectors: bool = False) -> tuple[list[Passage], np.ndarray | None]:
+        """Every current passage (stale versions left by an interrupted ingest are skipped)."""
+        versions = {tid: info.version for tid, info in self.manifest().items()}
+        where = {"transcript": transcript} if transcript else None
+        include = ["documents", "metadatas"] + (["embeddings"] if with_vectors else [])
+        passages: list[Passage] = []
+        vecs: list[Any] = []
+        offset = 0
+        with self._guard():
+            while True:
+                got = self._passages.get(where=where, include=include, limit=5000, offset=offset)
+                if not got["ids"]:
+                    break
+                for i, (doc, md) in enumerate(zip(got["documents"], got["metadatas"])):
+                    if versions.get(md["transcript"]) != md.get("version"):
+                        continue
+                    passages.append(passage_from_meta(doc, md))
+                    if with_vectors:
+                        vecs.append(got["embeddings"][i])
+                offset += len(got["ids"])
+        order = sorted(range(len(passages)), key=lambda i: (passages[i].transcript, passages[i].turns, passages[i].part))
+        passages = [passages[i] for i in order]
+        matrix = np.asarray([vecs[i] for i in order], dtype=np.float32) if with_vectors else None
+        return passages, matrix
+
+    def query(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
+        """Nearest passages as (chroma id, cosine similarity), stale versions included;
+        the caller keeps only current ones."""
+        with self._guard():
+            n = max(1, min(n, self._passages.count()))
+            got = self._passages.query(query_embeddings=[vector.tolist()], n_results=n, where=where, include=["distances"])
+        return [(i, 1.0 - d) for i, d in zip(got["ids"][0], got["distances"][0])]
+
+    # ------------------------------------------------------------------ locking
+
+    @contextlib.contextmanager
+    def ingest_lock(self, wait: bool = False) -> Iterator[None]:
+        """One writer at a time. Embedded: a file lock in the store folder. Server: a lock record
+        in the manifest collection that expires if its holder died."""
+        if self.settings.chroma_url:
+            with self._server_lock(wait):
+                yield
+            return
+        import fcntl
+
+        path = self.settings.store / "ingest.lock"
+        with open(path, "a+") as fh:
+            flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fh, flags)
+            except BlockingIOError:
+                raise IngestLockedError(f"another ingest is running on {self.settings.store}/") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _server_lock(self, wait: bool) -> Iterator[None]:
+        lock_id = "__ingest_lock__"
+        coll = self._client.get_or_create_collection(self._manifest.name + "_lock", embedding_function=None)
+        me = f"{os.uname().nodename}:{os.getpid()}:{time.time()}"
+        deadline = time.time() + (3600 if wait else 0)
+        while True:
+            got = coll.get(ids=[lock_id], include=["metadatas"])
+            held = got["ids"] and time.time() - got["metadatas"][0]["at"] < 600
+            if not held:
+                coll.upsert(ids=[lock_id], embeddings=[[1.0]], metadatas=[{"owner": me, "at": time.time()}])
+                time.sleep(0.05)
+                got = coll.get(ids=[lock_id], include=["metadatas"])
+                if got["ids"] and got["metadatas"][0]["owner"] == me:
+                    break
+            if time.time() >= deadline:
+                raise IngestLockedError(f"another ingest is running on {self.settings.chroma_url}")
+            time.sleep(0.5)
+        try:
+            yield
+        finally:
+            coll.delete(ids=[lock_id])
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(w in text for w in ("connect", "refused", "timeout", "timed out", "unreachable", "could not connect", "remoteprotocol", "readerror"))
+
+
+def _passage_meta(p: Passage, version: str) -> dict[str, Any]:
+    md: dict[str, Any] = {
+        "chunk_id": p.chunk_id,
+        "transcript": p.transcript,
+        "version": version,
+        "title": p.title,
+        "date": p.date,
+        "kind": p.kind,
+        "speaker": p.speaker,
+        "role": p.role,
+        "question": p.question,
+        "question_speaker": p.question_speaker,
+        "turn_first": p.turns[0],
+        "turn_last": p.turns[1],
+        "start_char": p.start_char,
+        "end_char": p.end_char,
+        "part": p.part,
+        "comment_date": p.comment_date,
+        "embed_question": p.embed_question,
+        "segments": json.dumps([[s.start, s.end, len(s.text), _SEPS.get(s.sep, 0)] for s in p.segments]),
+    }
+    if p.start_time is not None:
+        md["start_time"] = float(p.start_time)
+    if p.end_time is not None:
+        md["end_time"] = float(p.end_time)
+    return md
+
+
+def passage_from_meta(doc: str, md: dict[str, Any]) -> Passage:
+    segs: list[Segment] = []
+    pos = 0
+    for i, (start, end, length, sep) in enumerate(json.loads(md["segments"])):
+        sep_s = _SEP_OF.get(sep, "\n")
+        if i:
+            pos += len(sep_s)
+        segs.append(Segment(doc[pos : pos + length], start, end, sep=sep_s))
+        pos += length
+    return Passage(
+        chunk_id=md["chunk_id"],
+        transcript=md["transcript"],
+        title=md.get("title", ""),
+        date=md.get("date", ""),
+        kind=md["kind"],
+        speaker=md.get("speaker", ""),
+        role=md.get("role", "other"),
+        text=doc,
+        segments=segs,
+        turns=(int(md["turn_first"]), int(md["turn_last"])),
+        start_char=int(md["start_char"]),
+        end_char=int(md["end_char"]),
+        question=md.get("question", ""),
+        question_speaker=md.get("question_speaker", ""),
+        part=int(md.get("part", 0)),
+        start_time=md.get("start_time"),
+        end_time=md.get("end_time"),
+        comment_date=md.get("comment_date", ""),
+        embed_question=md.get("embed_question", ""),
+    )
+
+
+def _info(tid: str, md: dict[str, Any]) -> TranscriptInfo:
+    speakers = [
+        Speaker(tag=s["tag"], name=s["name"], role=s.get("role") or "other", description=s.get("description", ""),
+                aliases=s.get("aliases", []), turns=s.get("turns", 0))
+        for s in json.loads(md.get("speakers", "[]"))
+    ]
+    return TranscriptInfo(
+        id=tid,
+        hash=md.get("hash", ""),
+        version=md.get("version", ""),
+        title=md.get("title", tid),
+        date=md.get("date", ""),
+        source=md.get("source", ""),
+        format=md.get("format", ""),
+        speakers=speakers,
+        counts=json.loads(md.get("counts", "{}")),
+        warnings=json.loads(md.get("warnings", "[]")),
+        ingested_at=float(md.get("ingested_at", 0.0)),
+    )

@@ -1,0 +1,310 @@
+"""The `rag` command line. Settings are built here, once, and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._errors import ConfigError, RagError
+from ._settings import Settings, load_settings
+
+EPILOG = """\
+settings: flags override RAG_* environment variables (RAG_STORE, RAG_CHROMA_URL, RAG_MODEL,
+RAG_K, RAG_LLM, ...), which override a TOML file (--config, RAG_CONFIG or ./rag.toml, keys as
+in `Settings`, optionally under [rag]). Everything runs offline on the bundled model.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("store")
+    g.add_argument("--store", metavar="DIR", help="embedded Chroma store folder (default .rag/, env RAG_STORE)")
+    g.add_argument("--chroma-url", metavar="URL", help="use a Chroma server instead, e.g. http://127.0.0.1:8000 (env RAG_CHROMA_URL)")
+    g.add_argument("--model", metavar="NAME|PATH", help="embedding model (default all-MiniLM-L6-v2, bundled; env RAG_MODEL)")
+    g.add_argument("--config", metavar="TOML", help="settings file (default ./rag.toml if present; env RAG_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rag",
+        description="Ask questions of interview transcripts and get answers cited to the exact passage.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"rag {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "ingest",
+        help="add transcripts (files or folders) to the store",
+        description=(
+            "Parse transcripts (.txt, .md, .vtt, .srt, .json) into speaker turns, pair each answer with "
+            "its question, embed the passages and store them. Folders are read recursively; a "
+            "transcript's id is its path relative to the folder given (its file name when given "
+            "directly). Unchanged files are skipped; a changed file replaces its old version whole."
+        ),
+        epilog="exit status: 0 every file went in, 1 some failed (the rest were ingested), 2 usage error",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="transcript files or folders")
+    p.add_argument("--prune", action="store_true", help="remove stored transcripts not found among PATHs in this run")
+    p.add_argument("--wait", action="store_true", help="wait for another running ingest instead of stopping")
+    p.add_argument("--json", action="store_true", help="print per-file results and a summary as JSON")
+    _common(p)
+
+    p = sub.add_parser("stats", help="what is in the store", description="Transcripts with title, date, speakers (name, role, turns) and passage counts by kind.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _common(p)
+
+    p = sub.add_parser("chunks", help="show stored passages", description="Every stored passage with its fields and citable text, to check what was indexed.")
+    p.add_argument("transcript", nargs="?", help="only this transcript id")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    _common(p)
+
+    p = sub.add_parser("ask", help="ask a question, get a cited answer", description="Answer a question from the stored transcripts, citing every claim.")
+    p.add_argument("question", help="the question, in quotes")
+    p.add_argument("--k", type=int, help="passages to retrieve (default 5, env RAG_K)")
+    p.add_argument("--speaker", help="only passages by this speaker (partial names match)")
+    p.add_argument("--transcript", help="only this transcript id")
+    p.add_argument("--role", choices=["interviewer", "interviewee", "other"], help="only passages by speakers in this role")
+    p.add_argument("--kind", choices=["answer", "introduction", "comment", "statement"], help="only this kind of passage")
+    p.add_argument("--llm", metavar="SPEC", help="compose with an LLM, provider:model (e.g. ollama:llama3.1); default: extractive, no LLM")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    _common(p)
+
+    p = sub.add_parser("eval", help="run a question set and report metrics", description="Evaluate retrieval and answers on a question set (JSONL or YAML).")
+    p.add_argument("questions", help="question set file")
+    p.add_argument("--k", type=int, default=5, help="cut-off for hit@k and recall@k (default 5)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--out", metavar="DIR", help="write report.md, report.json and chart.png here")
+    p.add_argument("--compare", metavar="REPORT.json", help="show each metric's change against an earlier report")
+    p.add_argument("--baseline", choices=["naive", "bm25", "all"], help="also run baselines on the same transcripts and questions")
+    p.add_argument("--transcripts", metavar="DIR", help="folder of the question set's transcripts, for the baselines (default: from the store)")
+    _common(p)
+
+    p = sub.add_parser("ui", help="start the chat app in the browser", description="Start the Streamlit chat app.")
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    _common(p)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("interview-rag")
+    except Exception:
+        return "dev"
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        "store": Path(args.store) if getattr(args, "store", None) else None,
+        "chroma_url": getattr(args, "chroma_url", None),
+        "model": getattr(args, "model", None),
+        "k": getattr(args, "k", None) if args.command == "ask" else None,
+        "llm": getattr(args, "llm", None),
+    }
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        return COMMANDS[args.command](args, settings)
+    except ConfigError as exc:
+        print(f"rag: error: {exc}\n{exc.help_message}", file=sys.stderr)
+        return 2
+    except RagError as exc:
+        print(f"rag: error: {exc}\n{exc.help_message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rag: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc="reading" if stage == "read" else "embedding", unit=" files" if stage == "read" else " passages", leave=False, file=sys.stderr)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return progress, close
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ._ingest import ingest
+
+    tty = sys.stderr.isatty() and not args.json
+    progress, close = _progress_bar(tty)
+
+    def on_file(r) -> None:
+        if args.json:
+            return
+        line = f"{r.status:<9} {r.transcript or r.path}"
+        if r.status == "failed":
+            line += f": {r.reason}"
+        elif r.status != "removed":
+            line += f"  ({r.passages} passages, {r.speakers} speakers)"
+        print(line, flush=True)
+        for w in r.warnings:
+            print(f"          warning: {w}", flush=True)
+
+    report = ingest(args.paths, settings, prune=args.prune, on_file=on_file, progress=progress, wait_for_lock=args.wait)
+    close()
+    summary = report.summary()
+    if args.json:
+        print(json.dumps({"files": [f.to_dict() for f in report.files], "summary": summary, "store": settings.describe_store()}, indent=2))
+    else:
+        parts = [f"{v} {k}" for k, v in summary.items() if k != "passages"]
+        print(f"done: {', '.join(parts) or 'nothing to do'}; {summary['passages']} passages written to {settings.describe_store()}")
+        if report.failed:
+            print(f"{len(report.failed)} file(s) failed; fix them and run the same command again (the rest are in).", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from ._store import Store
+
+    store = Store(settings)
+    manifest = store.manifest()
+    data = [
+        {
+            "transcript": info.id,
+            "title": info.title,
+            "date": info.date,
+            "source": info.source,
+            "format": info.format,
+            "speakers": [{"name": s.name, "tag": s.tag, "role": s.role, "turns": s.turns} for s in info.speakers],
+            "passages": info.n_passages,
+            "by_kind": info.counts,
+        }
+        for info in sorted(manifest.values(), key=lambda i: i.id)
+    ]
+    if args.json:
+        print(json.dumps({"store": settings.describe_store(), "transcripts": data,
+                          "passages": sum(d["passages"] for d in data)}, indent=2))
+        return 0
+    print(f"store: {settings.describe_store()}  ({len(data)} transcripts, {sum(d['passages'] for d in data)} passages)")
+    for d in data:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(d["by_kind"].items()))
+        print(f"\n{d['transcript']}  —  {d['title']}" + (f" ({d['date']})" if d["date"] else ""))
+        print(f"  passages: {d['passages']} ({kinds})")
+        for s in d["speakers"]:
+            print(f"  {s['name']:<40} {s['role']:<12} {s['turns']} turns")
+    return 0
+
+
+def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
+    from ._store import Store
+
+    store = Store(settings)
+    passages, _ = store.all_passages(args.transcript)
+    if args.transcript and not passages:
+        known = ", ".join(sorted(store.manifest())) or "none"
+        raise RagError(f"no transcript {args.transcript!r} in the store", f"Known transcripts: {known}")
+    if args.json:
+        print(json.dumps([p.to_dict() for p in passages], indent=2, ensure_ascii=False))
+        return 0
+    for p in passages:
+        print(f"── {p.chunk_id}  [{p.kind}] {p.speaker} ({p.role})  chars {p.start_char}-{p.end_char}")
+        if p.question:
+            print(f"   Q ({p.question_speaker}): {p.question[:300]}")
+        print("   " + p.text.replace("\n", "\n   "))
+        print()
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from ._engine import Engine
+
+    filters = {k: v for k, v in {"speaker": args.speaker, "transcript": args.transcript, "role": args.role, "kind": args.kind}.items() if v}
+    engine = Engine(settings)
+    answer = engine.ask(args.question, filters=filters)
+    if args.json:
+        print(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
+        return 0
+    print(answer.text)
+    if answer.notice:
+        print(f"\n({answer.notice})")
+    if answer.citations:
+        print("\nSources:")
+        for c in answer.citations:
+            p = c.passage
+            print(f"[{c.n}] {p.speaker} ({p.role}), {p.transcript} — {p.chunk_id}")
+            if p.question:
+                q = p.question if len(p.question) < 200 else "…" + p.question[-200:]
+                print(f"    asked by {p.question_speaker}: {q}")
+            print(f"    “{c.quote}”")
+    elif answer.abstained and answer.retrieved:
+        print("\nPossibly related:")
+        for r in answer.retrieved[:3]:
+            print(f"  - {r.passage.speaker}, {r.passage.chunk_id}: {r.passage.text[:160]}…")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from ._evaluate import run_cli
+
+    return run_cli(args, settings)
+
+
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    if not app.exists():
+        raise RagError(f"the app is missing at {app}", "Reinstall the project from its checkout.")
+    env = dict(os.environ)
+    env.update(
+        {
+            "RAG_STORE": str(settings.store.resolve()),
+            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+        }
+    )
+    if settings.chroma_url:
+        env["RAG_CHROMA_URL"] = settings.chroma_url
+    env["RAG_MODEL"] = settings.model
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.port", str(args.port), "--server.address", args.host,
+        "--browser.gatherUsageStats", "false",
+        "--server.headless", "true" if args.headless or os.environ.get("CI") else "false",
+    ]
+    print(f"rag: starting the chat app on http://{args.host}:{args.port} (Ctrl+C to stop)", file=sys.stderr)
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "stats": cmd_stats,
+    "chunks": cmd_chunks,
+    "ask": cmd_ask,
+    "eval": cmd_eval,
+    "ui": cmd_ui,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
