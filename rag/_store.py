@@ -48,7 +48,8 @@ class TranscriptInfo:
     source: str
     format: str
     speakers: list[Speaker]
-    counts: dict[str, int]
+    counts: dict[str, int]  # passages by kind
+    units: dict[str, int]  # answers, comments, ... by kind (parts of one answer count once)
     warnings: list[str] = field(default_factory=list)
     ingested_at: float = 0.0
 
@@ -175,6 +176,11 @@ class Store:
             counts: dict[str, int] = {}
             for p in passages:
                 counts[p.kind] = counts.get(p.kind, 0) + 1
+            units = {p.kind + "@" + str(p.turns) for p in passages}  # parts of one answer count once
+            unit_counts: dict[str, int] = {}
+            for u in units:
+                kind = u.split("@")[0]
+                unit_counts[kind] = unit_counts.get(kind, 0) + 1
             turns_by_speaker: dict[str, int] = {}
             for turn in t.turns:
                 if turn.speaker:
@@ -193,6 +199,7 @@ class Store:
                 "format": t.format,
                 "speakers": json.dumps(speakers),
                 "counts": json.dumps(counts),
+                "units": json.dumps(unit_counts),
                 "warnings": json.dumps(t.warnings),
                 "ingested_at": time.time(),
             }
@@ -377,6 +384,7 @@ def _info(tid: str, md: dict[str, Any]) -> TranscriptInfo:
         format=md.get("format", ""),
         speakers=speakers,
         counts=json.loads(md.get("counts", "{}")),
+        units=json.loads(md.get("units", "{}")),
         warnings=json.loads(md.get("warnings", "[]")),
         ingested_at=float(md.get("ingested_at", 0.0)),
     )

@@ -200,6 +200,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
             "speakers": [{"name": s.name, "tag": s.tag, "role": s.role, "turns": s.turns} for s in info.speakers],
             "passages": info.n_passages,
             "by_kind": info.counts,
+            "units_by_kind": info.units,
         }
         for info in sorted(manifest.values(), key=lambda i: i.id)
     ]
@@ -209,7 +210,10 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"store: {settings.describe_store()}  ({len(data)} transcripts, {sum(d['passages'] for d in data)} passages)")
     for d in data:
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(d["by_kind"].items()))
+        kinds = ", ".join(
+            f"{d['units_by_kind'].get(k, n)} {k}" + (f" in {n} passages" if d["units_by_kind"].get(k, n) != n else "")
+            for k, n in sorted(d["by_kind"].items())
+        )
         print(f"\n{d['transcript']}  —  {d['title']}" + (f" ({d['date']})" if d["date"] else ""))
         print(f"  passages: {d['passages']} ({kinds})")
         for s in d["speakers"]:
