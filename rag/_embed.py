@@ -60,6 +60,7 @@ class Embedder:
                     from transformers.utils import logging as hf_logging
 
                     hf_logging.disable_progress_bar()
+                    hf_logging.set_verbosity_error()  # we count long texts on purpose, then split them
                     self._model = SentenceTransformer(self.path, device="cpu")
         return self._model
 

@@ -171,6 +171,8 @@ class Answer:
     notice: str = ""
     resolved_question: str = ""
     filters: dict[str, Any] = field(default_factory=dict)
+    evidence: float = 0.0  # how strongly the best sentence matches the question (cosine)
+    speakers: list[str] = field(default_factory=list)  # speakers the question referred to
 
     def to_json(self) -> dict[str, Any]:
         return {

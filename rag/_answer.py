@@ -1,0 +1,140 @@
+"""Extractive, grounded answers: the sentences that best answer the question, quoted verbatim,
+attributed to their speaker and cited with [n]; or an honest abstention."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._records import Citation, Passage, Retrieved
+from ._text import content_words, fold, sentence_spans
+
+REFUSAL = "I couldn't find this in the transcripts."
+
+
+@dataclass
+class Sentence:
+    passage_rank: int  # 0-based rank of its passage among the retrieved
+    start: int  # offsets into passage.text
+    end: int
+    text: str
+    score: float = 0.0
+    cosine: float = 0.0
+    overlap: float = 0.0
+
+
+def passage_sentences(p: Passage) -> list[tuple[int, int]]:
+    return [(a, b) for a, b in sentence_spans(p.text) if len(p.text[a:b].split()) >= 3]
+
+
+def lexical_overlap(q_terms: set[str], text: str, idf: dict[str, float] | None = None) -> float:
+    """Share of the question's content words (idf-weighted) that the text contains."""
+    if not q_terms:
+        return 0.0
+    t_terms = set(_terms(text))
+    w = (lambda t: idf.get(t, 1.0)) if idf else (lambda t: 1.0)
+    total = sum(w(t) for t in q_terms)
+    return sum(w(t) for t in q_terms if t in t_terms) / total if total else 0.0
+
+
+def _terms(text: str) -> list[str]:
+    # crude suffix folding so "learn"/"learning"/"learned" meet without a stemmer dependency here
+    return [re.sub(r"(ing|ed|es|s)$", "", w) if len(w) > 4 else w for w in content_words(fold(text))]
+
+
+def question_terms(question: str) -> set[str]:
+    return set(_terms(question))
+
+
+def select_sentences(
+    question: str,
+    q_vec: np.ndarray,
+    retrieved: list[Retrieved],
+    sentence_vectors,  # callable: list[Passage] -> list[np.ndarray (n_sent x dim)]
+    *,
+    max_passages: int = 3,
+    max_sentences: int = 4,
+    idf: dict[str, float] | None = None,
+) -> list[Sentence]:
+    """Score every sentence of the top passages; keep the best few that clear a relative bar."""
+    top = retrieved[:max_passages]
+    if not top:
+        return []
+    q_terms = question_terms(question)
+    vecs = sentence_vectors([r.passage for r in top])
+    cands: list[Sentence] = []
+    for rank, (r, mat) in enumerate(zip(top, vecs)):
+        spans = passage_sentences(r.passage)
+        if not spans:
+            continue
+        cos = mat @ q_vec if len(mat) else np.zeros(0)
+        for (a, b), c in zip(spans, cos):
+            text = r.passage.text[a:b]
+            ov = lexical_overlap(q_terms, text, idf)
+            score = 0.65 * float(c) + 0.35 * ov - 0.03 * rank
+            cands.append(Sentence(rank, a, b, text, score, float(c), ov))
+    if not cands:
+        return []
+    cands.sort(key=lambda s: -s.score)
+    best = cands[0].score
+    chosen: list[Sentence] = []
+    per_passage: dict[int, int] = {}
+    for s in cands:
+        if len(chosen) >= max_sentences:
+            break
+        if s.score < best * 0.8 and chosen:
+            break
+        if per_passage.get(s.passage_rank, 0) >= 2:
+            continue
+        chosen.append(s)
+        per_passage[s.passage_rank] = per_passage.get(s.passage_rank, 0) + 1
+    return chosen
+
+
+def attribution(p: Passage) -> str:
+    if p.kind == "comment":
+        return f"A reader, {p.speaker}, commented" + (f" ({p.comment_date})" if p.comment_date else "")
+    if p.kind == "introduction":
+        return "The introduction says"
+    if not p.speaker:
+        return f"The transcript {p.title or p.transcript} says"
+    return f"{p.speaker} says"
+
+
+def compose(retrieved: list[Retrieved], chosen: list[Sentence]) -> tuple[str, list[Citation]]:
+    """Group the chosen sentences by passage (in rank order), quote them in document order,
+    attribute each group to its speaker and cite it."""
+    groups: dict[int, list[Sentence]] = {}
+    for s in chosen:
+        groups.setdefault(s.passage_rank, []).append(s)
+    lines: list[str] = []
+    citations: list[Citation] = []
+    last_speaker = None
+    for n, rank in enumerate(sorted(groups), 1):
+        p = retrieved[rank].passage
+        sents = sorted(groups[rank], key=lambda s: s.start)
+        quote = _join_quotes(p.text, sents)
+        highlights: list[tuple[int, int]] = []
+        for s in sents:
+            highlights.extend(p.source_spans(s.start, s.end))
+        citations.append(Citation(n=n, passage=p, quote=quote, highlights=highlights))
+        who = attribution(p)
+        if p.speaker and p.speaker == last_speaker and p.kind == "answer":
+            who = "They also say" if not p.speaker else f"{p.speaker.split()[-1]} adds"
+        lines.append(f"{who}: “{quote}” [{n}]")
+        last_speaker = p.speaker
+    return "\n\n".join(lines), citations
+
+
+def _join_quotes(text: str, sents: list[Sentence]) -> str:
+    out = sents[0].text
+    for prev, cur in zip(sents, sents[1:]):
+        gap = text[prev.end : cur.start]
+        out += (" " if not gap.strip() else " … ") + cur.text
+    return out
+
+
+def abstain_text() -> str:
+    return REFUSAL

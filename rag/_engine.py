@@ -1,0 +1,279 @@
+"""The one public entry point for asking: ``Engine(settings).ask(question, history=..., filters=...)``.
+
+The UI, the CLI and the evaluation runner all go through it. It loads the model and the store
+once, keeps an in-memory view of the store's passages (with the BM25 index) and reloads that view
+when another process changes the store.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import _answer
+from ._embed import Embedder
+from ._errors import StoreMissingError
+from ._followup import Turn as HistoryTurn
+from ._followup import resolve
+from ._records import Answer, Passage, Retrieved
+from ._retrieve import Index, Query, hybrid_search, to_retrieved, topic_of
+from ._settings import Settings
+from ._store import Store, TranscriptInfo
+
+REFUSAL = _answer.REFUSAL
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        store: Store | None = None,
+        chat_model: Any = None,
+        refresh_seconds: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder or Embedder(settings.model)
+        self._store = store
+        self._chat_model = chat_model
+        self._index: Index | None = None
+        self._lock = threading.RLock()
+        self._encode_lock = threading.Lock()
+        self._checked = 0.0
+        self.refresh_seconds = refresh_seconds
+        self._sent_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._sent_cache_max = 20000
+        self._idf: dict[str, float] = {}
+        self.search_options: dict[str, Any] = {}  # overrides for hybrid_search (experiments, benchmarks)
+
+    # ------------------------------------------------------------------ store view
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings)
+        return self._store
+
+    def index(self) -> Index:
+        """The current in-memory view; reloaded when the store's manifest changed."""
+        now = time.monotonic()
+        with self._lock:
+            if self._index is not None and now - self._checked < self.refresh_seconds:
+                return self._index
+            fp = self.store.fingerprint()
+            self._checked = now
+            if self._index is None or fp != self._index.fingerprint:
+                self._load(fp)
+            assert self._index is not None
+            return self._index
+
+    def _load(self, fingerprint: str) -> None:
+        manifest = self.store.manifest()
+        passages, vectors = self.store.all_passages(with_vectors=True)
+        speakers = [s for info in manifest.values() for s in info.speakers]
+        self._index = Index(passages, speakers, {t: i.version for t, i in manifest.items()}, fingerprint, vectors)
+        self._manifest = manifest
+        self._sent_cache.clear()
+        self._idf = _idf(passages)
+
+    def transcripts(self) -> dict[str, TranscriptInfo]:
+        self.index()
+        return dict(self._manifest)
+
+    def source_text(self, transcript: str) -> str:
+        return self.store.source_text(transcript)
+
+    def warm(self, sentences_up_to: int = 3000) -> None:
+        """Load the model and the store view now rather than on the first question; for a
+        corpus of up to ``sentences_up_to`` passages also embed every sentence ahead of time."""
+        index = self.index()
+        self._encode(["warm up"])
+        if len(index) <= sentences_up_to:
+            for i in range(0, len(index), 64):
+                self._sentence_vectors(index.passages[i : i + 64])
+
+    # ------------------------------------------------------------------ embedding
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        with self._encode_lock:  # the tokenizer is not safe to share between threads
+            return self.embedder.encode(list(texts), batch_size=self.settings.batch_size)
+
+    def _sentence_vectors(self, passages: list[Passage]) -> list[np.ndarray]:
+        missing = [p for p in passages if p.chunk_id not in self._sent_cache]
+        if missing:
+            spans = [_answer.passage_sentences(p) for p in missing]
+            flat = [p.text[a:b] for p, sp in zip(missing, spans) for a, b in sp]
+            vecs = self._encode(flat) if flat else np.zeros((0, 1), dtype=np.float32)
+            at = 0
+            for p, sp in zip(missing, spans):
+                self._sent_cache[p.chunk_id] = vecs[at : at + len(sp)]
+                at += len(sp)
+            while len(self._sent_cache) > self._sent_cache_max:
+                self._sent_cache.popitem(last=False)
+        return [self._sent_cache[p.chunk_id] for p in passages]
+
+    # ------------------------------------------------------------------ asking
+
+    def retrieve(self, question: str, *, filters: dict[str, Any] | None = None, k: int | None = None,
+                 history: Sequence[Answer] = (), timings: dict[str, float] | None = None) -> tuple[Query, np.ndarray, list[Retrieved]]:
+        timings = {} if timings is None else timings
+        k = k or self.settings.k
+        t0 = time.perf_counter()
+        index = self.index()
+        if len(index) == 0:
+            raise StoreMissingError(f"the store at {self.settings.describe_store()} has no passages")
+        turns = [_history_turn(a) for a in history]
+        res = resolve(question, turns, filters, self._rarity)
+        if res.followup and (self.settings.llm or self._chat_model is not None):
+            from ._llm import rewrite_followup
+
+            rewritten = rewrite_followup(self._chat(), question, [t.question for t in turns])
+            if rewritten:
+                res.text = rewritten
+        speakers, kinds, roles = index.speakers_in_question(res.text if not res.followup else question)
+        speakers = speakers or res.speakers
+        query = Query(text=res.text, filters=res.filters, speakers=speakers, kinds=kinds, roles=roles)
+        timings["load_ms"] = (time.perf_counter() - t0) * 1000
+        t1 = time.perf_counter()
+        q_vec = self._encode([topic_of(query.text)])[0]
+        timings["embed_ms"] = (time.perf_counter() - t1) * 1000
+        t2 = time.perf_counter()
+        pool = max(50, 10 * k)
+        hits = self._dense(index, q_vec, pool, query.filters)
+        if query.speakers:
+            hits += self._dense(index, q_vec, pool, {**query.filters, "speaker": query.speakers})
+        timings["dense_ms"] = (time.perf_counter() - t2) * 1000
+        t3 = time.perf_counter()
+        scored = hybrid_search(index, hits, query, q_vec, k, **self.search_options)
+        timings["fuse_ms"] = (time.perf_counter() - t3) * 1000
+        retrieved = to_retrieved(index, scored, max(k, 10))
+        self._last_dense = {s.index: s.dense for s in scored[: max(k, 10)]}
+        return query, q_vec, retrieved
+
+    def _dense(self, index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any]) -> list[tuple[int, float]]:
+        where = index.chroma_where(filters)
+        out = []
+        for cid, sim in self.store.query(q_vec, n, where):
+            chunk, _, version = cid.rpartition("@")
+            i = index.by_chunk.get(chunk)
+            if i is not None and index.versions.get(index.passages[i].transcript) == version:
+                out.append((i, sim))
+        return out
+
+    def ask(
+        self,
+        question: str,
+        *,
+        history: Sequence[Answer] = (),
+        filters: dict[str, Any] | None = None,
+        k: int | None = None,
+        llm: bool | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Answer a question with citations. ``history``: earlier answers of this conversation."""
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        k = k or self.settings.k
+        question = (question or "").strip()
+        if not question:
+            return Answer(question, REFUSAL, [], [], True, timings, notice="Ask a question.")
+        query, q_vec, retrieved = self.retrieve(question, filters=filters, k=k, history=history, timings=timings)
+        t4 = time.perf_counter()
+        top = retrieved[:k]
+        index = self.index()
+        refers = bool(query.speakers or query.kinds or query.roles)
+        evidence_vec = q_vec
+        pool = top
+        if refers:
+            # "What did Hopkins say about X?": quote the named speaker's passages, and judge the
+            # evidence on X alone (a name in the question must not make any passage look relevant)
+            named = [r for r in top if _refers_to(r.passage, query)]
+            pool = named or top
+            topic = index.residual_topic(query.text, query)
+            evidence_vec = self._encode([" ".join(topic)])[0] if topic else q_vec
+        chosen = _answer.select_sentences(query.text, q_vec, pool, self._sentence_vectors, idf=self._idf)
+        pool_ranks = [top.index(r) for r in pool]
+        chosen = [_answer.Sentence(pool_ranks[c.passage_rank], c.start, c.end, c.text, c.score, c.cosine, c.overlap)
+                  for c in chosen]
+        evidence = self._evidence(evidence_vec, top, chosen) if refers else max((c.cosine for c in chosen), default=0.0)
+        if chosen and refers and not index.residual_topic(query.text, query):
+            # "What did the reader say?": the question is about who, not what; their words answer it
+            evidence = max(evidence, self.settings.abstain_threshold)
+        abstained = evidence < self.settings.abstain_threshold
+        notice = ""
+        use_llm = (llm if llm is not None else bool(self.settings.llm or self._chat_model)) and not abstained
+        if abstained:
+            text, citations = REFUSAL, []
+        else:
+            text, citations = _answer.compose(top, chosen)
+            if use_llm:
+                from ._llm import llm_answer
+
+                llm_result = llm_answer(self._chat(), query.text, top, on_token=on_token)
+                if llm_result.error:
+                    notice = f"The language model failed ({llm_result.error}); showing the extractive answer."
+                elif llm_result.refused:
+                    text, citations, abstained = REFUSAL, [], True
+                else:
+                    text, citations = llm_result.text, llm_result.citations
+        timings["answer_ms"] = (time.perf_counter() - t4) * 1000
+        timings["total_ms"] = (time.perf_counter() - t0) * 1000
+        return Answer(
+            question=question,
+            text=text,
+            citations=citations,
+            retrieved=top,
+            abstained=abstained,
+            timings_ms=timings,
+            notice=notice,
+            resolved_question=query.text,
+            filters=dict(query.filters),
+            evidence=evidence,
+            speakers=list(query.speakers),
+        )
+
+    def _evidence(self, vec: np.ndarray, top: list[Retrieved], chosen: list[_answer.Sentence]) -> float:
+        mats = self._sentence_vectors([top[c.passage_rank].passage for c in chosen])
+        best = 0.0
+        for c, mat in zip(chosen, mats):
+            spans = _answer.passage_sentences(top[c.passage_rank].passage)
+            i = spans.index((c.start, c.end)) if (c.start, c.end) in spans else -1
+            if i >= 0:
+                best = max(best, float(mat[i] @ vec))
+        return best
+
+    def _rarity(self, word: str) -> float:
+        terms = _answer._terms(word)
+        return self._idf.get(terms[0], 0.0) if terms else 0.0
+
+    def _chat(self):
+        if self._chat_model is None:
+            from ._llm import make_chat_model
+
+            self._chat_model = make_chat_model(self.settings)
+        return self._chat_model
+
+
+def _refers_to(p: Passage, query: Query) -> bool:
+    return p.speaker in query.speakers or p.kind in query.kinds or p.role in query.roles
+
+
+def _history_turn(a: Answer) -> HistoryTurn:
+    speaker = a.citations[0].passage.speaker if a.citations else (a.retrieved[0].passage.speaker if a.retrieved else None)
+    return HistoryTurn(question=a.resolved_question or a.question, filters=dict(a.filters), speaker=speaker, speakers=list(a.speakers))
+
+
+def _idf(passages: list[Passage]) -> dict[str, float]:
+    """Inverse document frequency of content words over passages (question + answer)."""
+    df: dict[str, int] = {}
+    for p in passages:
+        for t in set(_answer._terms(f"{p.question} {p.text}")):
+            df[t] = df.get(t, 0) + 1
+    n = max(len(passages), 1)
+    return {t: math.log(1 + n / c) for t, c in df.items()}

@@ -1,0 +1,387 @@
+"""Hybrid, interview-aware retrieval: dense (Chroma) + BM25, fused; speaker references in the
+question rank that speaker's passages first; filters; diversity across answers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._records import Passage, Retrieved, Speaker
+from ._text import STOPWORDS, fold, words
+
+# Honorifics and titles are not names: "Mr" must not match every "Mr. X".
+_HONORIFICS = {
+    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "hon", "honourable", "honorable",
+    "right", "rt", "sir", "dame", "lord", "lady", "am", "mp", "ms", "mla", "msp", "the", "of", "and",
+    "de", "la", "le", "van", "von", "der", "jr", "sr", "st", "rev", "cllr", "councillor",
+}
+# Words that refer to a speaker by role rather than name (generic English).
+_ROLE_WORDS = {
+    "interviewer": ("role", "interviewer"),
+    "interviewers": ("role", "interviewer"),
+    "host": ("role", "interviewer"),
+    "interviewee": ("role", "interviewee"),
+    "guest": ("role", "interviewee"),
+    "witness": ("role", "interviewee"),
+    "witnesses": ("role", "interviewee"),
+    "reader": ("kind", "comment"),
+    "readers": ("kind", "comment"),
+    "commenter": ("kind", "comment"),
+    "comment": ("kind", "comment"),
+    "comments": ("kind", "comment"),
+    "commented": ("kind", "comment"),
+    "introduction": ("kind", "introduction"),
+}
+
+_STEMMER = None
+
+# How people phrase a request for content ("summarize the discussion about X", "what did the
+# committee say about X") carries no topic: strip it before searching (generic English).
+_META = re.compile(
+    r"^\s*(please\s+)?(can you\s+|could you\s+)?(summari[sz]e|describe|explain|outline|tell me( about)?|give me)?\s*"
+    r"((what|how) (was|were|is|are|did|does|do) )?(the |a )?"
+    r"((whole |overall |main |general )?(discussion|debate|conversation|talk|dialogue|exchange|meeting|committee|group|panel|"
+    r"opinions?|views?|positions?|arguments?|points?|thoughts?|ideas?|decisions?|conclusions?|outcome|summary)s?\b\s*)+"
+    r"((about|on|over|of|regarding|around|concerning|when discussing|towards?|with regard to|in terms of)\s+)?(the\s+)?",
+    re.I,
+)
+_REQUEST = {"said", "say", "says", "saying", "think", "thinks", "thought", "comment", "commented", "comments",
+            "talk", "talked", "mention", "mentioned", "respond", "responded", "answer", "answered", "feel", "felt",
+            "believe", "believes", "opinion", "view", "views", "who", "person", "someone", "anything", "everything"}
+_QUERY_NOISE = {"summarize", "summarise", "discussion", "discuss", "discussed", "debate", "debated", "talk", "talked",
+                "meeting", "opinion", "opinions", "view", "views", "mention", "mentioned", "regarding"}
+
+
+def topic_of(question: str) -> str:
+    """The question without request phrasing: "Summarize the discussion about X" -> "X"."""
+    m = _META.match(question)
+    rest = question[m.end():] if m and m.end() > 0 else question
+    return rest if len(rest.split()) >= 1 and rest.strip(" ?.!") else question
+
+
+def query_tokens(text: str) -> list[str]:
+    return [t for t in stem_tokens(text) if t not in _NOISE_STEMS]
+
+
+def stem_tokens(text: str) -> list[str]:
+    global _STEMMER
+    if _STEMMER is None:
+        import Stemmer
+
+        _STEMMER = Stemmer.Stemmer("english")
+        _NOISE_STEMS.update(_STEMMER.stemWords(sorted(_QUERY_NOISE)))
+    toks = [w for w in words(fold(text)) if w not in STOPWORDS and len(w) > 1]
+    return _STEMMER.stemWords(toks)
+
+
+_NOISE_STEMS: set[str] = set()
+
+
+@dataclass
+class SpeakerEntry:
+    name: str
+    role: str
+    names: set[str]  # folded name tokens (first names, surnames, initials tags)
+    titles: set[str]  # folded words of titles/descriptions ("minister", "chair", "finance")
+    phrases: list[str]  # folded full names and aliases
+
+
+@dataclass
+class Query:
+    text: str  # what is searched (after follow-up resolution)
+    filters: dict[str, Any] = field(default_factory=dict)
+    speakers: list[str] = field(default_factory=list)  # speaker names the question refers to
+    kinds: list[str] = field(default_factory=list)  # kinds the question refers to ("the reader")
+    roles: list[str] = field(default_factory=list)
+
+
+class Index:
+    """The store's current passages in memory, with a BM25 index and the speakers."""
+
+    def __init__(self, passages: list[Passage], speakers: list[Speaker], versions: dict[str, str], fingerprint: str,
+                 vectors: np.ndarray | None = None) -> None:
+        import bm25s
+
+        self.passages = passages
+        self.vectors = vectors
+        self.fingerprint = fingerprint
+        self.versions = versions
+        self.by_chunk = {p.chunk_id: i for i, p in enumerate(passages)}
+        self.base_of = [re.sub(r"/p\d+$", "", p.chunk_id) for p in passages]
+        corpus = [stem_tokens(f"{p.question}\n{p.text}") or ["_empty_"] for p in passages]
+        self.bm25 = bm25s.BM25(k1=1.2, b=0.75)
+        if passages:
+            self.bm25.index(corpus, show_progress=False)
+        self.vocab = set(t for doc in corpus for t in doc)
+        self.speakers = _speaker_entries(speakers)
+        self.speaker_of = np.array([p.speaker for p in passages], dtype=object)
+        self._arrays: dict[str, np.ndarray] = {
+            "speaker": self.speaker_of,
+            "transcript": np.array([p.transcript for p in passages], dtype=object),
+            "role": np.array([p.role for p in passages], dtype=object),
+            "kind": np.array([p.kind for p in passages], dtype=object),
+            "date": np.array([p.date for p in passages], dtype=object),
+        }
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def neighbours(self, i: int, radius: int = 2, with_distance: bool = False) -> list:
+        """Passages of the same transcript within ``radius`` positions (passages are kept in
+        transcript order)."""
+        out = []
+        t = self.passages[i].transcript
+        for d in range(1, radius + 1):
+            for j in (i - d, i + d):
+                if 0 <= j < len(self.passages) and self.passages[j].transcript == t:
+                    out.append((d, j) if with_distance else j)
+        return out
+
+    # ------------------------------------------------------------------ speakers
+
+    def match_speakers(self, name: str) -> list[str]:
+        """Speaker names matching a (partial) name or title, e.g. "hopkins", "the minister"."""
+        q = fold(name).strip()
+        toks = [w for w in words(q) if w not in _HONORIFICS]
+        out = []
+        for s in self.speakers:
+            if q in s.phrases or any(q == p or q in p for p in s.phrases):
+                out.append(s.name)
+            elif toks and all(t in s.names or t in s.titles for t in toks):
+                out.append(s.name)
+        return out
+
+    def residual_topic(self, question: str, query: "Query") -> list[str]:
+        """Content words of the question once speaker references and request words are removed:
+        empty for "What did the reader who commented say?"."""
+        named = set()
+        for e in self.speakers:
+            if e.name in query.speakers:
+                named |= e.names | e.titles
+        out = []
+        for w in words(fold(topic_of(question))):
+            if w in STOPWORDS or len(w) < 3 or w in named or w in _ROLE_WORDS or w in _QUERY_NOISE or w in _REQUEST:
+                continue
+            out.append(w)
+        return out
+
+    def speakers_in_question(self, question: str) -> tuple[list[str], list[str], list[str]]:
+        """(speaker names, kinds, roles) the question refers to. Names match on any name token;
+        titles ("the minister", "the chair") match on "the <title word>"."""
+        qf = fold(question)
+        toks = words(qf)
+        best = 0
+        names: list[str] = []
+        for s in self.speakers:
+            hits = len(set(toks) & s.names)
+            if not hits:
+                for i, t in enumerate(toks[:-1]):
+                    if t in ("the", "our", "your", "this") and toks[i + 1] in s.titles:
+                        # "the prime minister": every following word that is in the title counts
+                        j = i + 1
+                        while j < len(toks) and toks[j] in s.titles:
+                            j += 1
+                        hits = max(hits, j - i - 1)
+            if hits > best:
+                best, names = hits, [s.name]
+            elif hits and hits == best and s.name not in names:
+                names.append(s.name)
+        kinds, roles = [], []
+        for t in toks:
+            if t in _ROLE_WORDS:
+                what, value = _ROLE_WORDS[t]
+                (kinds if what == "kind" else roles).append(value)
+        if len(names) > max(3, len(self.speakers) // 2):  # too vague to mean anyone in particular
+            names = []
+        return names, sorted(set(kinds)), sorted(set(roles))
+
+    # ------------------------------------------------------------------ filtering
+
+    def mask(self, filters: dict[str, Any]) -> np.ndarray | None:
+        """Boolean mask of passages passing the explicit filters (None = all)."""
+        m = None
+        for key, value in filters.items():
+            if value in (None, "", []):
+                continue
+            if key not in self._arrays:
+                raise ValueError(f"unknown filter {key!r}; valid: {', '.join(sorted(self._arrays))}")
+            values = value if isinstance(value, (list, tuple, set)) else [value]
+            if key == "speaker":
+                allowed = set()
+                for v in values:
+                    allowed.update(self.match_speakers(str(v)) or [str(v)])
+                values = list(allowed)
+            if key == "date":
+                arr = self._arrays["date"]
+                cur = np.array([any(str(d).startswith(str(v)) for v in values) for d in arr], dtype=bool)
+            else:
+                cur = np.isin(self._arrays[key], list(values))
+            m = cur if m is None else (m & cur)
+        return m
+
+    def chroma_where(self, filters: dict[str, Any]) -> dict | None:
+        clauses = []
+        for key, value in filters.items():
+            if value in (None, "", []) or key == "date":
+                continue
+            values = value if isinstance(value, (list, tuple, set)) else [value]
+            if key == "speaker":
+                allowed: set[str] = set()
+                for v in values:
+                    allowed.update(self.match_speakers(str(v)) or [str(v)])
+                values = sorted(allowed)
+            values = list(values)
+            clauses.append({key: {"$in": values}} if len(values) > 1 else {key: values[0]})
+        if not clauses:
+            return None
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+_NAME_PREFIX = re.compile(r"^(mr|mrs|ms|miss|mx|dr|prof|professor|hon|rt|right hon|sir|dame|lord|lady|rev)\b\.?", re.I)
+
+
+def _speaker_entries(speakers: list[Speaker]) -> list[SpeakerEntry]:
+    """Name tokens come from the speaker's name and tag, and from aliases that are names
+    ("Hon. Anthony Rota"); other aliases and descriptions ("Minister of Finance") are titles."""
+    merged: dict[str, SpeakerEntry] = {}
+    for s in speakers:
+        e = merged.setdefault(s.name, SpeakerEntry(s.name, s.role, set(), set(), []))
+        name_labels = [s.name, s.tag] + [a for a in s.aliases if _NAME_PREFIX.match(a)]
+        for label in [s.name, s.tag, *s.aliases]:
+            f = fold(label)
+            if f and f not in e.phrases:
+                e.phrases.append(f)
+        for label in name_labels:
+            for w in words(fold(label)):
+                if w not in _HONORIFICS and len(w) >= 2 and w not in STOPWORDS:
+                    e.names.add(w)
+        for w in words(fold(" ".join([s.description, *s.aliases, s.tag, s.name]))):
+            if w not in STOPWORDS and len(w) > 2:
+                e.titles.add(w)
+    # a "name" shared by many speakers ("chair" in "The Chair" and "The Acting Chair") is a title
+    counts: dict[str, int] = {}
+    for e in merged.values():
+        for w in e.names:
+            counts[w] = counts.get(w, 0) + 1
+    for e in merged.values():
+        e.names = {w for w in e.names if counts[w] <= 2}
+    return list(merged.values())
+
+
+# ---------------------------------------------------------------------------- search
+
+
+@dataclass
+class Scored:
+    index: int
+    score: float
+    dense: float = 0.0
+    lexical: float = 0.0
+
+
+def hybrid_search(
+    index: Index,
+    dense_hits: list[tuple[int, float]],
+    query: Query,
+    q_vec: np.ndarray,
+    k: int,
+    *,
+    fusion: str = "convex",
+    dense_weight: float = 0.3,
+    rrf_k: int = 60,
+    context: float = 0.0,
+    speaker_boost: float = 0.2,
+    pool: int = 100,
+) -> list[Scored]:
+    """Fuse dense hits (candidates from Chroma) with BM25, boost the speakers the question
+    names, then pick k diverse passages.
+
+    ``fusion``: "convex" (weighted sum of cosine and max-normalised BM25; dense scores of
+    lexical-only candidates come from the stored vectors) or "rrf" (reciprocal rank fusion).
+    ``context`` > 0 adds that share of the neighbouring passages' scores (the same exchange)."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
+    n = len(index)
+    if n == 0:
+        return []
+    allowed = index.mask(query.filters)
+    q_tokens = [t for t in query_tokens(query.text) if t in index.vocab]
+    lex = np.zeros(n, dtype=np.float32)
+    if q_tokens:
+        lex = np.asarray(index.bm25.get_scores(q_tokens), dtype=np.float32)
+    if allowed is not None:
+        lex = np.where(allowed, lex, 0.0)
+    d_cand = {}
+    for i, cos in dense_hits:
+        if allowed is None or allowed[i]:
+            d_cand[i] = max(cos, d_cand.get(i, -1.0))
+    d_idx = sorted(d_cand, key=lambda i: -d_cand[i])[:pool]
+    l_idx = [int(i) for i in np.argsort(-lex)[:pool] if lex[i] > 0]
+    candidates = set(d_idx) | set(l_idx)
+    if context > 0:
+        candidates |= {j for i in list(candidates) for j in index.neighbours(i)}
+    cand = np.array(sorted(candidates), dtype=np.int64)
+    if cand.size == 0:
+        return []
+    dense = index.vectors[cand] @ q_vec if index.vectors is not None else np.array([d_cand.get(int(i), 0.0) for i in cand])
+    lex_max = float(lex.max()) if lex.max() > 0 else 1.0
+    lexn = lex[cand] / lex_max
+    if fusion == "convex":
+        fused = dense_weight * dense + (1 - dense_weight) * lexn
+    else:
+        fused = np.zeros(cand.size)
+        d_rank = {i: r for r, i in enumerate(d_idx)}
+        l_rank = {i: r for r, i in enumerate(l_idx)}
+        for j, i in enumerate(cand):
+            if i in d_rank:
+                fused[j] += dense_weight / (rrf_k + d_rank[i] + 1)
+            if i in l_rank:
+                fused[j] += (1 - dense_weight) / (rrf_k + l_rank[i] + 1)
+    if context > 0:
+        pos = {int(i): j for j, i in enumerate(cand)}
+        base = fused.copy()
+        for j, i in enumerate(cand):
+            for dist, nb in index.neighbours(int(i), with_distance=True):
+                if nb in pos:
+                    fused[j] += context / dist * base[pos[nb]]
+    # The question names a speaker (or "the reader", "the interviewer"): theirs come first.
+    prefer = np.zeros(cand.size, dtype=bool)
+    if query.speakers:
+        prefer |= np.isin(index.speaker_of[cand], query.speakers)
+    if query.kinds:
+        prefer |= np.isin(index._arrays["kind"][cand], query.kinds)
+    if query.roles:
+        prefer |= np.isin(index._arrays["role"][cand], query.roles)
+    ok = np.ones(cand.size, dtype=bool) if allowed is None else allowed[cand]
+    scored = [
+        Scored(int(i), float(fused[j] + (speaker_boost if prefer[j] else 0.0)), float(dense[j]), float(lexn[j]))
+        for j, i in enumerate(cand)
+        if ok[j]
+    ]
+    scored.sort(key=lambda x: -x.score)
+    return diversify(index, scored, k)
+
+
+FUSIONS = ("convex", "rrf")
+
+
+def diversify(index: Index, scored: list[Scored], k: int, per_answer: int = 2) -> list[Scored]:
+    """At most ``per_answer`` parts of one answer in the top k; the rest follow in order."""
+    top: list[Scored] = []
+    rest: list[Scored] = []
+    seen: dict[str, int] = {}
+    for s in scored:
+        base = index.base_of[s.index]
+        if len(top) < k and seen.get(base, 0) < per_answer:
+            top.append(s)
+            seen[base] = seen.get(base, 0) + 1
+        else:
+            rest.append(s)
+    return top + rest
+
+
+def to_retrieved(index: Index, scored: list[Scored], k: int) -> list[Retrieved]:
+    return [Retrieved(index.passages[s.index], s.score, rank=r + 1) for r, s in enumerate(scored[:k])]
