@@ -26,6 +26,8 @@ def chunk_transcript(t: Transcript, count_tokens: CountTokens, max_tokens: int =
     for turn in turns:
         if turn.act == "procedural" or turn.act == "question" and turn.index in answered_questions:
             continue
+        if turn.act == "question" and turn.speaker in t.speakers and t.speakers[turn.speaker].role == "interviewee":
+            continue  # a witness asking back ("Do you mean...?") before answering: not content
         q = question_of.get(turn.index)
         kind = {"answer": "answer", "introduction": "introduction", "comment": "comment"}.get(turn.act, "statement")
         if turn.act == "answer" and q is None:
@@ -45,8 +47,9 @@ def chunk_transcript(t: Transcript, count_tokens: CountTokens, max_tokens: int =
         start_char = q.tag_start if (q is not None and adjacent) else turn.tag_start
         first_turn = q.index if q is not None else turn.index
         q_embed = _trim_question(q_text, count_tokens) if q_text else ""
-        budget = max_tokens - 2 - (count_tokens([q_embed])[0] + 1 if q_embed else 0)
-        parts = _split(turn.segments, count_tokens, max(budget, 16))
+        window = max_tokens - 2  # [CLS] and [SEP]
+        budget = window - (count_tokens([q_embed])[0] + 1 if q_embed else 0)
+        parts = _fit(turn.segments, count_tokens, max(budget, 1), q_embed, window)
         base_id = f"{t.id}#t{first_turn}" + (f"-{turn.index}" if first_turn != turn.index else "")
         for n, segs in enumerate(parts, 1):
             part = n if len(parts) > 1 else 0
@@ -79,14 +82,15 @@ def chunk_transcript(t: Transcript, count_tokens: CountTokens, max_tokens: int =
 
 
 def _pair_questions(turns: list[Turn]) -> dict[int, Turn | None]:
-    """For each answer turn, the question turn that prompted it."""
+    """For each answer turn, the question turn that prompted it: the latest question by someone
+    else (a witness asking back for clarification does not answer their own question)."""
     out: dict[int, Turn | None] = {}
-    current: Turn | None = None
+    questions: list[Turn] = []
     for t in turns:
         if t.act == "question":
-            current = t
+            questions.append(t)
         elif t.act == "answer":
-            out[t.index] = current
+            out[t.index] = next((q for q in reversed(questions) if q.speaker != t.speaker), None)
     return out
 
 
@@ -104,10 +108,32 @@ def _trim_question(question: str, count_tokens: CountTokens) -> str:
             break
         kept.insert(0, s)
         total += c
-    if not kept:  # one huge last sentence: keep its last words
-        words = sents[-1].split()
-        kept = [" ".join(words[-QUESTION_TOKEN_CAP // 2 :])]
+    if not kept:  # one huge last sentence: keep as many of its last words as fit
+        words = sents[-1].split() if sents else question.split()
+        wc = count_tokens(words)
+        i = len(words)
+        while i > 0 and total + wc[i - 1] <= QUESTION_TOKEN_CAP:
+            i -= 1
+            total += wc[i]
+        if i == len(words):  # even the last word is too long: its last characters
+            word = words[-1]
+            lo = len(word)
+            while lo > 0 and count_tokens([word[lo - 1 :]])[0] <= QUESTION_TOKEN_CAP:
+                lo -= 1
+            return word[lo:]
+        kept = [" ".join(words[i:])]
     return " ".join(kept)
+
+
+def _fit(segments: list[Segment], count_tokens: CountTokens, budget: int, question: str, window: int) -> list[list[Segment]]:
+    """Split into parts within the budget, then check each part's embedded text as the model
+    will read it (question included); tighten the budget until every part fits the window."""
+    while True:
+        parts = _split(segments, count_tokens, budget)
+        texts = [f"{question}\n{join_segments(p)}" if question else join_segments(p) for p in parts]
+        if budget <= 1 or all(c <= window for c in count_tokens(texts)):
+            return parts
+        budget = max(1, budget * 9 // 10)
 
 
 def _split(segments: list[Segment], count_tokens: CountTokens, budget: int) -> list[list[Segment]]:
@@ -120,18 +146,32 @@ def _split(segments: list[Segment], count_tokens: CountTokens, budget: int) -> l
             pieces.append((seg, c))
         else:
             pieces.extend(_split_segment(seg, count_tokens, budget))
-    parts: list[list[Segment]] = []
-    current: list[Segment] = []
+    parts: list[list[tuple[Segment, int]]] = []
+    current: list[tuple[Segment, int]] = []
     used = 0
     for seg, c in pieces:
         if current and used + c > budget:
             parts.append(current)
             current, used = [], 0
-        current.append(seg if current else _with_sep(seg, "\n"))
+        current.append((seg, c))
         used += c
     if current:
         parts.append(current)
-    return parts
+    _rebalance(parts, budget)
+    return [[_with_sep(p[0][0], "\n")] + [seg for seg, _ in p[1:]] for p in parts]
+
+
+def _rebalance(parts: list[list[tuple[Segment, int]]], budget: int) -> None:
+    """Greedy packing leaves a short last part ("Thank you." on its own): move pieces back to
+    the later part while that evens the sizes out, never over the budget."""
+    for i in range(len(parts) - 1, 0, -1):
+        prev, cur = parts[i - 1], parts[i]
+        while len(prev) > 1:
+            a, b = sum(c for _, c in prev), sum(c for _, c in cur)
+            c = prev[-1][1]
+            if b + c > budget or abs((a - c) - (b + c)) >= abs(a - b):
+                break
+            cur.insert(0, prev.pop())
 
 
 def _with_sep(seg: Segment, sep: str) -> Segment:
@@ -153,14 +193,39 @@ def _split_segment(seg: Segment, count_tokens: CountTokens, budget: int) -> list
         # a sentence longer than the window: cut at word boundaries, explicitly
         words = list(re.finditer(r"\S+", s.text))
         wc = count_tokens([w.group() for w in words])
-        a = 0
+        pieces: list[tuple[int, int, int]] = []  # (start, end, tokens) within s.text
+        for w, n in zip(words, wc):
+            if n <= budget:
+                pieces.append((w.start(), w.end(), n))
+            else:  # one "word" longer than the window (a URL, a blob): cut it by characters
+                pieces.extend(_cut_word(w.group(), w.start(), count_tokens, budget))
+        a_start = a_end = -1
         used = 0
-        for i, (w, n) in enumerate(zip(words, wc)):
-            if used and used + n > budget:
-                piece = s.text[words[a].start() : words[i - 1].end()]
-                out.append((Segment(piece, s.start + words[a].start(), sep=" " if out else s.sep), used))
-                a, used = i, 0
+        for start, end, n in pieces:
+            if a_start >= 0 and used + n > budget:
+                out.append((Segment(s.text[a_start:a_end], s.start + a_start, sep=" " if out else s.sep), used))
+                a_start, used = -1, 0
+            if a_start < 0:
+                a_start = start
+            a_end = end
             used += n
-        piece = s.text[words[a].start() : words[-1].end()]
-        out.append((Segment(piece, s.start + words[a].start(), sep=" " if out else s.sep), used))
+        if a_start >= 0:
+            out.append((Segment(s.text[a_start:a_end], s.start + a_start, sep=" " if out else s.sep), used))
+    return out
+
+
+def _cut_word(word: str, offset: int, count_tokens: CountTokens, budget: int) -> list[tuple[int, int, int]]:
+    """Character pieces of an overlong word, each within the budget."""
+    out: list[tuple[int, int, int]] = []
+    a = 0
+    while a < len(word):
+        lo, hi = a + 1, len(word)  # the longest piece word[a:b] that fits
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count_tokens([word[a:mid]])[0] <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append((offset + a, offset + lo, count_tokens([word[a:lo]])[0]))
+        a = lo
     return out

@@ -34,6 +34,7 @@ class FileResult:
 @dataclass
 class IngestReport:
     files: list[FileResult]
+    notes: list[str] = field(default_factory=list)  # run-level remarks (e.g. why --prune was skipped)
 
     @property
     def failed(self) -> list[FileResult]:
@@ -47,36 +48,62 @@ class IngestReport:
         return out
 
 
+_MISSING = ("no such file or folder", "cannot list folder")
+
+
 def discover(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, str]], list[FileResult]]:
-    """(file, transcript id) pairs under the given files and folders (recursive, links not
-    followed into loops), and failures for paths that do not exist or cannot be listed."""
+    """(file, transcript id) pairs under the given files and folders (recursive; links to
+    folders are followed, but never into a loop), and failures for paths that do not exist,
+    folders that cannot be listed, folder links that loop, and two files claiming one id."""
     found: list[tuple[Path, str]] = []
     failures: list[FileResult] = []
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}
+
+    def add(f: Path, tid: str) -> None:
+        other = seen.get(tid)
+        if other is None:
+            seen[tid] = f
+            found.append((f, tid))
+        elif _real(other) != _real(f):
+            failures.append(FileResult(str(f), "", "failed", reason=f"same transcript id as {other}; give their folder instead, or rename one"))
+
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             errors: list[OSError] = []
-            for dirpath, dirnames, filenames in os.walk(path, onerror=errors.append, followlinks=False):
+            visited: set[str] = set()
+            for dirpath, dirnames, filenames in os.walk(path, onerror=errors.append, followlinks=True):
+                real = os.path.realpath(dirpath)
+                if real in visited:
+                    dirnames[:] = []
+                    continue
+                visited.add(real)
+                for d in list(dirnames):
+                    sub = os.path.join(dirpath, d)
+                    target = os.path.realpath(sub)
+                    if os.path.islink(sub) and (target == real or real.startswith(target.rstrip(os.sep) + os.sep)):
+                        dirnames.remove(d)  # a link back to this folder or one above it: a loop
+                        failures.append(FileResult(sub, "", "failed", reason="folder link loops back to a folder above it; skipped"))
                 dirnames.sort()
                 for name in sorted(filenames):
                     f = Path(dirpath) / name
                     if f.suffix.lower() not in SUFFIXES or name.startswith("."):
                         continue
-                    tid = transcript_id_for(f, path)
-                    if tid not in seen:
-                        seen.add(tid)
-                        found.append((f, tid))
+                    add(f, transcript_id_for(f, path))
             for err in errors:
-                failures.append(FileResult(str(err.filename), "", "failed", reason=f"cannot list folder: {err.strerror}"))
+                failures.append(FileResult(str(err.filename), "", "failed", reason=f"{_MISSING[1]}: {err.strerror}"))
         elif path.exists() or path.is_symlink():
-            tid = transcript_id_for(path, None)
-            if tid not in seen:
-                seen.add(tid)
-                found.append((path, tid))
+            add(path, transcript_id_for(path, None))
         else:
-            failures.append(FileResult(str(path), "", "failed", reason="no such file or folder"))
+            failures.append(FileResult(str(path), "", "failed", reason=_MISSING[0]))
     return found, failures
+
+
+def _real(path: Path) -> str:
+    try:
+        return os.path.realpath(path)
+    except (OSError, RuntimeError):  # a link loop
+        return str(path.absolute())
 
 
 def file_hash(data: bytes) -> str:
@@ -95,6 +122,9 @@ def ingest(
 ) -> IngestReport:
     """Ingest files and folders into the store. Never raises for a bad file: it is reported."""
     files, results = discover(paths)
+    # pruning after a typo in a folder name would remove everything: only prune complete runs
+    discovery_failed = any(r.reason.startswith(_MISSING) for r in results)
+    notes: list[str] = []
     for r in results:
         if on_file:
             on_file(r)
@@ -134,6 +164,8 @@ def ingest(
                 result.reason = f"cannot read: {exc.strerror or exc}"
             except RecursionError:
                 result.reason = "too deeply nested to read"
+            except Exception as exc:  # a bug must not stop the other files; say what it was
+                result.reason = f"could not be read ({type(exc).__name__}: {exc})"
             results.append(result)
             if result.status in ("unchanged", "failed") and on_file:
                 on_file(result)
@@ -147,14 +179,17 @@ def ingest(
             if progress:
                 progress("embed", done, len(texts))
 
-        vectors = embedder.encode(texts, batch_size=settings.batch_size, progress=tick)
+        # nothing new (every file unchanged or failed): do not even load the model
+        vectors = embedder.encode(texts, batch_size=settings.batch_size, progress=tick) if texts else None
         at = 0
         for transcript, passages, digest, result in todo:
             store.write_transcript(transcript, passages, vectors[at : at + len(passages)], digest)
             at += len(passages)
             if on_file:
                 on_file(result)
-        if prune:
+        if prune and discovery_failed:
+            notes.append("--prune skipped: some of the given paths could not be found or listed")
+        elif prune:
             present = {tid for _, tid in files}
             for tid in sorted(set(manifest) - present):
                 store.remove_transcript(tid)
@@ -162,4 +197,4 @@ def ingest(
                 results.append(r)
                 if on_file:
                     on_file(r)
-    return IngestReport(results)
+    return IngestReport(results, notes)

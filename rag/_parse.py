@@ -67,6 +67,8 @@ def transcript_id_for(path: PurePath, root: PurePath | None) -> str:
 
 def parse_bytes(data: bytes, transcript_id: str, suffix: str | None = None) -> Transcript:
     """Decode and parse one file's bytes. Raises TranscriptError with the reason."""
+    if data and not data.strip():
+        raise TranscriptError(f"{transcript_id}: the file contains only whitespace")
     text, encoding = decode(data, transcript_id)
     return parse_text(text, transcript_id, suffix, encoding)
 
@@ -189,7 +191,7 @@ def _looks_like_name(tag: str) -> bool:
     return parts[0][0].isupper() or parts[0][0].isdigit()
 
 
-def _tag_at(line: str, known: dict[str, Speaker]) -> tuple[str, int] | None:
+def _tag_at(line: str, known: set[str] | dict[str, Speaker]) -> tuple[str, int] | None:
     """If the line starts with a speaker tag, return (tag, where the text after it starts)."""
     m = _TAG.match(line)
     if not m:
@@ -208,7 +210,7 @@ def _tag_at(line: str, known: dict[str, Speaker]) -> tuple[str, int] | None:
 def _parse_tagged(text: str) -> tuple[list[_RawTurn], _Meta]:
     meta = _Meta()
     body = _front_matter(text, meta)
-    known = meta.speakers
+    known = set(meta.speakers) | {s.name for s in meta.speakers.values() if s.name}
     lines = list(_lines(text, body))
     # First pass: find candidate tags; single-word title-case tags must recur or be known.
     candidates: list[tuple[int, str, int] | None] = []
@@ -361,6 +363,18 @@ def _parse_cues(text: str, name: str, vtt: bool) -> tuple[list[_RawTurn], _Meta]
             block = []
     if block:
         blocks.append(block)
+    # "Speaker: text" prefixes; as in plain text, a single capitalised word before a colon
+    # ("Note:", "So:") is a speaker only when it recurs
+    prefix: dict[int, tuple[str, int]] = {}
+    counts: dict[str, int] = {}
+    for start, line in lines:
+        if "-->" in line or _VOICE.search(line):
+            continue
+        hit = _tag_at(_MARKUP.sub(lambda mm: " " * len(mm.group()), line), {})
+        if hit and len(hit[0].split()) <= 4:
+            prefix[start] = hit
+            counts[hit[0]] = counts.get(hit[0], 0) + 1
+    prefix = {k: v for k, v in prefix.items() if counts[v[0]] > 1 or len(v[0].split()) > 1 or v[0].isupper()}
     raw: list[_RawTurn] = []
     current: _RawTurn | None = None
     bad = 0
@@ -386,10 +400,8 @@ def _parse_cues(text: str, name: str, vtt: bool) -> tuple[list[_RawTurn], _Meta]
             voice = _VOICE.search(line)
             if voice:
                 speaker, body_at = voice.group(1).strip(), voice.end()
-            else:
-                hit = _tag_at(_MARKUP.sub(lambda mm: " " * len(mm.group()), line), {})
-                if hit and len(hit[0].split()) <= 4:
-                    speaker, body_at = hit
+            elif start in prefix:
+                speaker, body_at = prefix[start]
             pieces = _strip_markup(line[body_at:], start + body_at)
             if speaker is None and current is None:
                 speaker = ""
@@ -595,12 +607,17 @@ def _split_label(label: str) -> tuple[str, str]:
 def _build(text: str, transcript_id: str, fmt: str, raw: list[_RawTurn], meta: _Meta) -> Transcript:
     speakers: dict[str, Speaker] = {}
     label_to_key: dict[str, str] = {}
+    # front matter speakers by tag, and by name (a transcript may tag turns with full names)
+    by_name = {fm.name.casefold(): fm for fm in meta.speakers.values() if fm.name}
     for r in raw:
         if r.label is None or r.label in label_to_key:
             continue
-        if r.label in meta.speakers:
-            fm = meta.speakers[r.label]
-            key = r.label
+        fm = meta.speakers.get(r.label) or by_name.get(r.label.casefold())
+        if fm is None:
+            base, _ = _split_label(r.label)
+            fm = meta.speakers.get(base) or by_name.get(base.casefold())
+        if fm is not None:
+            key = fm.tag
             speakers.setdefault(key, Speaker(tag=key, name=fm.name, role=fm.role or "other", description=fm.description))
             speakers[key].role = fm.role or ""  # type: ignore[assignment]
         else:

@@ -12,6 +12,7 @@ import re
 from statistics import median
 
 from ._records import Speaker, Turn
+from ._text import STOPWORDS
 
 # Courtesy and chairing phrases (generic English meeting language).
 _PROCEDURAL = re.compile(
@@ -31,8 +32,10 @@ _PROCEDURAL = re.compile(
 )
 _ASK = re.compile(
     r"^(could|can|would|will|do|does|did|is|are|was|were|have|has|what|why|how|when|where|which|who)\b|"
+    # imperatives ask only at the head of the sentence: "Tell us...", "Please explain..."
+    r"^((so|and|now|then|finally|lastly|perhaps|maybe|please|minister|chair)\b[,\s]+)*(tell (me|us)|explain|describe)\b|"
     r"\b(i('d| would) like to ask|my (first |next |last |final )?question|i want to ask|can i ask|may i ask|"
-    r"i wonder(ed)? (if|whether)|tell (me|us)|explain|describe|could you|can you|would you)\b",
+    r"i wonder(ed)? (if|whether)|could you|can you|would you)\b",
     re.I,
 )
 
@@ -56,9 +59,20 @@ def is_procedural(text: str, next_speaker: str | None = None) -> bool:
     if len(content) <= 2 and len(words) <= 30:
         return True
     if next_speaker and len(content) <= 8:
-        names = [w for w in _words(next_speaker) if len(w) > 2 and w[0].isupper()]
-        return any(re.search(rf"\b{re.escape(n)}\b", text) for n in names[-2:])
+        return _names(next_speaker, text)
     return False
+
+
+def has_content(text: str) -> bool:
+    """Anything left besides courtesies, names and function words? (lower-case words only:
+    a capitalised word may be a name or title, as in "Minister.")"""
+    rest = _PROCEDURAL.sub(" ", text)
+    return any(not w[0].isupper() and w.lower().strip("'’-") not in STOPWORDS and len(w) > 1 for w in _words(rest))
+
+
+def _names(speaker: str, text: str) -> bool:
+    names = [w for w in _words(speaker) if len(w) > 2 and w[0].isupper()]
+    return any(re.search(rf"\b{re.escape(n)}\b", text) for n in names[-2:])
 
 
 def asks(text: str) -> bool:
@@ -76,11 +90,20 @@ def assign_acts(turns: list[Turn], speakers: dict[str, Speaker], preset: set[int
         nxt_speaker = live[i + 1].speaker if i + 1 < len(live) else None
         handover_to = nxt_speaker if nxt_speaker != t.speaker else None
         t.act = "procedural" if is_procedural(t.text, handover_to) else "statement"
-    substantive = [t for t in live if t.act != "procedural"]
-    _infer_roles(substantive, speakers, live)
+    _infer_roles([t for t in live if t.act != "procedural"], speakers, live)
 
     def role(t: Turn) -> str:
         return speakers[t.speaker].role if t.speaker in speakers else "other"
+
+    # a short reply by an answering speaker to someone else's question, with some content left
+    # once courtesies and names are removed ("It was cheap."), is an answer, not a courtesy
+    for i, t in enumerate(live):
+        prev = live[i - 1] if i else None
+        if (t.act == "procedural" and role(t) == "interviewee" and prev is not None
+                and prev.speaker != t.speaker and prev.act != "procedural" and asks(prev.text)
+                and has_content(t.text)):
+            t.act = "statement"
+    substantive = [t for t in live if t.act != "procedural"]
 
     # questions
     nxt: dict[int, Turn | None] = {}
@@ -88,26 +111,46 @@ def assign_acts(turns: list[Turn], speakers: dict[str, Speaker], preset: set[int
     for t in reversed(substantive):
         nxt[t.index] = following
         following = t
+    next_live = {t.index: (live[i + 1] if i + 1 < len(live) else None) for i, t in enumerate(live)}
     for t in substantive:
         after = nxt[t.index]
         answered_by_other = after is not None and after.speaker != t.speaker
         if role(t) == "interviewee":
-            # a witness asking back only counts when an interviewer-type speaker answers it
-            if asks(t.text) and answered_by_other and role(after) == "interviewer" and "?" in t.text[-300:]:
+            # a witness asking back only counts when an interviewer-type speaker replies to it
+            # (however briefly); when that speaker asks the next question instead, the witness's
+            # turn was an answer (with a rhetorical or reported question in it)
+            # and then the witness goes on (a chair's hand-over to the next member is no reply)
+            reply = next_live[t.index]
+            resumes = next_live[reply.index] if reply is not None else None
+            if (asks(t.text) and "?" in t.text[-300:] and reply is not None and reply.speaker != t.speaker
+                    and role(reply) == "interviewer" and not asks(reply.text)
+                    and resumes is not None and resumes.speaker == t.speaker):
                 t.act = "question"
         elif asks(t.text) or (role(t) == "interviewer" and answered_by_other and role(after) == "interviewee"):
             t.act = "question"
-    # answers: substantive non-question turns by an answering speaker after an open question
+    # answers: substantive non-question turns by an answering speaker after an open question;
+    # several witnesses may answer one question, handed over by the chair in between
     open_q: Turn | None = None
     answered = False
-    for t in turns:
-        if t.index in preset or t.speaker is None:
-            continue
+    following_live: dict[int, Turn | None] = {}
+    nxt_sub: Turn | None = None
+    for t in reversed(live):
+        following_live[t.index] = nxt_sub
+        if t.act != "procedural":
+            nxt_sub = t
+    for t in live:
         if t.act == "question":
+            if role(t) == "interviewee" and open_q is not None and open_q.speaker != t.speaker:
+                continue  # a witness asking back: the question on the table is still the member's
             open_q, answered = t, False
         elif t.act == "procedural":
-            if answered:
-                open_q = None  # a hand-over after the answer: the exchange is over
+            # a hand-over after the answer ends the exchange, unless it brings in another
+            # answerer on the same question
+            nxt_t = following_live[t.index]
+            if answered and open_q is not None and not (
+                nxt_t is not None and nxt_t.speaker != open_q.speaker and role(nxt_t) == "interviewee"
+            ):
+                open_q = None
         elif open_q is not None and t.speaker != open_q.speaker and role(t) == "interviewee":
             t.act, answered = "answer", True
         elif open_q is not None and t.speaker == open_q.speaker:
@@ -135,24 +178,89 @@ def _infer_roles(substantive: list[Turn], speakers: dict[str, Speaker], live: li
     if not stats:
         return
     talkers = [k for k in stats if stats[k]["n"]]
+    if len(stats) == 2 and len(talkers) < 2:
+        talkers = list(stats)  # two speakers, one of them only brief: still a two-sided exchange
     if len(talkers) == 2:
         a, b = talkers
         sa, sb = stats[a], stats[b]
-        asker = a if (sa["q_rate"], -sa["words"]) > (sb["q_rate"], -sb["words"]) else b
+        known = {k: speakers[k].role for k in talkers if speakers[k].role in ("interviewer", "interviewee")}
+        if len(known) == 1:  # one side is given: the other is its counterpart
+            (k0, r0), = known.items()
+            asker = k0 if r0 == "interviewer" else (b if k0 == a else a)
+        else:
+            asker = a if (sa["q_rate"], -sa["words"]) > (sb["q_rate"], -sb["words"]) else b
         for k in talkers:
             if not speakers[k].role:
                 speakers[k].role = "interviewer" if k == asker else "interviewee"  # type: ignore[assignment]
     else:
+        pending: list[str] = []
         for k in talkers:
             if speakers[k].role:
                 continue
-            s = stats[k]
-            speakers[k].role = "interviewer" if s["q_rate"] >= 0.4 else "interviewee"  # type: ignore[assignment]
+            if _chairs(stats[k]):  # see below
+                speakers[k].role = "interviewer" if stats[k]["q_rate"] >= 0.15 else "other"  # type: ignore[assignment]
+            elif stats[k]["q_rate"] >= 0.4:
+                speakers[k].role = "interviewer"  # type: ignore[assignment]
+            else:
+                pending.append(k)
+        # Who answers? A speaker who rarely asks is an interviewee when their turns mostly come
+        # right after someone else's question, or after another answerer's turn (a panel of
+        # witnesses adding to each other). One who speaks without being asked (a member's
+        # statement, a petition) is "other".
+        previous: dict[int, Turn | None] = {}
+        following: dict[int, Turn | None] = {}
+        direct: set[int] = set()  # turns that follow the previous substantive turn with no hand-over
+        last: Turn | None = None
+        handed_over = False
+        subs = {t.index for t in substantive}
+        for t in live:
+            if t.index not in subs:
+                handed_over = handed_over or t.speaker != (last.speaker if last else None)
+                continue
+            previous[t.index] = last
+            if last is not None:
+                following[last.index] = t
+            if last is not None and not handed_over:
+                direct.add(t.index)
+            last, handed_over = t, False
+        asked = {t.index for t in substantive if asks(t.text)}
+        changed = True
+        while pending and changed:
+            changed = False
+            answerers = {k for k, sp in speakers.items() if sp.role == "interviewee"}
+            for k in list(pending):
+                mine = [t for t in substantive if t.speaker == k]
+                follows = prompts = 0
+                for t in mine:
+                    prev, nxt_t = previous[t.index], following.get(t.index)
+                    if prev is not None and prev.speaker != k and (
+                        prev.index in asked or prev.speaker in answerers
+                        or (t.index in direct and speakers[prev.speaker].role == "interviewer")
+                    ):
+                        follows += 1
+                    if nxt_t is not None and nxt_t.speaker != k and nxt_t.speaker in answerers:
+                        prompts += 1
+                # a member who challenges without question marks also speaks after witnesses,
+                # but witnesses reply to them: answerers follow more than they prompt
+                if follows / len(mine) >= 0.5 and follows > prompts:
+                    speakers[k].role = "interviewee"  # type: ignore[assignment]
+                    pending.remove(k)
+                    changed = True
+        answerers = {k for k, sp in speakers.items() if sp.role == "interviewee"}
+        for k in pending:
+            mine = [t for t in substantive if t.speaker == k]
+            prompts = sum(1 for t in mine if (n := following.get(t.index)) is not None and n.speaker in answerers and n.speaker != k)
+            speakers[k].role = "interviewer" if prompts / len(mine) >= 0.5 else "other"  # type: ignore[assignment]
     for k in stats:
         if not speakers[k].role:
             speakers[k].role = "other"  # only procedural turns
     # a speaker who mostly chairs (many procedural turns) and asks is an interviewer;
     # one who chairs without asking is "other"; neither is taken as answering
+    pair = set(talkers) if len(talkers) == 2 else set()  # a two-sided exchange has no chair
     for k, s in stats.items():
-        if k in unknown and s["total"] >= 4 and s["procedural"] >= 0.3:
+        if k in unknown and k not in pair and _chairs(s):
             speakers[k].role = "interviewer" if s["q_rate"] >= 0.15 else "other"  # type: ignore[assignment]
+
+
+def _chairs(s: dict[str, float]) -> bool:
+    return s["total"] >= 4 and s["procedural"] >= 0.3
