@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence
 
-from ._records import Passage, Segment, Transcript, Turn, join_segments
+from ._records import Passage, Segment, Transcript, Turn, embed_text, join_segments
 from ._text import sentence_spans
 
 CountTokens = Callable[[Sequence[str]], list[int]]
 QUESTION_TOKEN_CAP = 96  # at most this much of a long question goes into the embedded text
+TAIL_MIN_TOKENS = 32  # a split answer's last part gets at least about a sentence
 
 
 def chunk_transcript(t: Transcript, count_tokens: CountTokens, max_tokens: int = 256) -> list[Passage]:
@@ -48,8 +49,9 @@ def chunk_transcript(t: Transcript, count_tokens: CountTokens, max_tokens: int =
         first_turn = q.index if q is not None else turn.index
         q_embed = _trim_question(q_text, count_tokens) if q_text else ""
         window = max_tokens - 2  # [CLS] and [SEP]
-        budget = window - (count_tokens([q_embed])[0] + 1 if q_embed else 0)
-        parts = _fit(turn.segments, count_tokens, max(budget, 1), q_embed, window)
+        prefix = embed_text(q_speaker, q_embed, name, "")  # everything embedded besides the answer
+        budget = window - (count_tokens([prefix])[0] if prefix.strip() else 0)
+        parts = _fit(turn.segments, count_tokens, max(budget, 1), lambda body: embed_text(q_speaker, q_embed, name, body), window)
         base_id = f"{t.id}#t{first_turn}" + (f"-{turn.index}" if first_turn != turn.index else "")
         for n, segs in enumerate(parts, 1):
             part = n if len(parts) > 1 else 0
@@ -115,22 +117,26 @@ def _trim_question(question: str, count_tokens: CountTokens) -> str:
         while i > 0 and total + wc[i - 1] <= QUESTION_TOKEN_CAP:
             i -= 1
             total += wc[i]
-        if i == len(words):  # even the last word is too long: its last characters
+        if i == len(words):  # even the last word is too long: the longest tail of it that fits
             word = words[-1]
-            lo = len(word)
-            while lo > 0 and count_tokens([word[lo - 1 :]])[0] <= QUESTION_TOKEN_CAP:
-                lo -= 1
+            lo, hi = 0, len(word) - 1  # find the smallest start whose tail fits
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if count_tokens([word[mid:]])[0] <= QUESTION_TOKEN_CAP:
+                    hi = mid
+                else:
+                    lo = mid + 1
             return word[lo:]
         kept = [" ".join(words[i:])]
     return " ".join(kept)
 
 
-def _fit(segments: list[Segment], count_tokens: CountTokens, budget: int, question: str, window: int) -> list[list[Segment]]:
+def _fit(segments: list[Segment], count_tokens: CountTokens, budget: int, embed: Callable[[str], str], window: int) -> list[list[Segment]]:
     """Split into parts within the budget, then check each part's embedded text as the model
     will read it (question included); tighten the budget until every part fits the window."""
     while True:
         parts = _split(segments, count_tokens, budget)
-        texts = [f"{question}\n{join_segments(p)}" if question else join_segments(p) for p in parts]
+        texts = [embed(join_segments(p)) for p in parts]
         if budget <= 1 or all(c <= window for c in count_tokens(texts)):
             return parts
         budget = max(1, budget * 9 // 10)
@@ -162,14 +168,15 @@ def _split(segments: list[Segment], count_tokens: CountTokens, budget: int) -> l
 
 
 def _rebalance(parts: list[list[tuple[Segment, int]]], budget: int) -> None:
-    """Greedy packing leaves a short last part ("Thank you." on its own): move pieces back to
-    the later part while that evens the sizes out, never over the budget."""
+    """Greedy packing can leave a scrap as the last part ("Thank you." on its own): give it the
+    sentences before it until it says something, never over the budget. Parts of a useful
+    size are left as they are."""
+    floor = min(TAIL_MIN_TOKENS, budget // 4)
     for i in range(len(parts) - 1, 0, -1):
         prev, cur = parts[i - 1], parts[i]
         while len(prev) > 1:
-            a, b = sum(c for _, c in prev), sum(c for _, c in cur)
-            c = prev[-1][1]
-            if b + c > budget or abs((a - c) - (b + c)) >= abs(a - b):
+            b, c = sum(n for _, n in cur), prev[-1][1]
+            if b >= floor or b + c > budget:
                 break
             cur.insert(0, prev.pop())
 

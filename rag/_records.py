@@ -110,7 +110,7 @@ class Passage:
 
     @property
     def embed_text(self) -> str:
-        return f"{self.embed_question}\n{self.text}" if self.embed_question else self.text
+        return embed_text(self.question_speaker, self.embed_question, self.speaker, self.text)
 
     def source_spans(self, start: int, end: int) -> list[tuple[int, int]]:
         """Map a [start, end) range of ``text`` to ranges in the source text."""
@@ -121,6 +121,14 @@ class Passage:
         d.pop("segments")
         d["turns"] = list(self.turns)
         return d
+
+
+def embed_text(question_speaker: str, question: str, speaker: str, text: str) -> str:
+    """What the model reads for a passage: who asked what, then who answered what. Names make
+    "what did Hopkins say" find Hopkins's answers by meaning as well as by words."""
+    asked = (f"{question_speaker}: {question}" if question_speaker else question) if question else ""
+    said = f"{speaker}: {text}" if speaker else text
+    return f"{asked}\n{said}" if asked else said
 
 
 def map_spans(segments: list[Segment], start: int, end: int) -> list[tuple[int, int]]:

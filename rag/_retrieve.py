@@ -111,7 +111,11 @@ class Index:
         self.versions = versions
         self.by_chunk = {p.chunk_id: i for i, p in enumerate(passages)}
         self.base_of = [re.sub(r"/p\d+$", "", p.chunk_id) for p in passages]
-        corpus = [stem_tokens(f"{p.question}\n{p.text}") or ["_empty_"] for p in passages]
+        # who spoke and who asked are searchable with what was said and asked
+        corpus = [
+            stem_tokens(f"{p.speaker}\n{p.question_speaker}\n{p.question}\n{p.text}") or ["_empty_"]
+            for p in passages
+        ]
         self.bm25 = bm25s.BM25(k1=1.2, b=0.75)
         if passages:
             self.bm25.index(corpus, show_progress=False)
