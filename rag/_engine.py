@@ -49,6 +49,7 @@ class Engine:
         self.refresh_seconds = refresh_seconds
         self._sent_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._sent_cache_max = 20000
+        self._cache_lock = threading.Lock()
         self._idf: dict[str, float] = {}
         self.search_options: dict[str, Any] = {}  # overrides for hybrid_search (experiments, benchmarks)
 
@@ -79,7 +80,8 @@ class Engine:
         speakers = [s for info in manifest.values() for s in info.speakers]
         self._index = Index(passages, speakers, {t: i.version for t, i in manifest.items()}, fingerprint, vectors)
         self._manifest = manifest
-        self._sent_cache.clear()
+        with self._cache_lock:
+            self._sent_cache.clear()
         self._idf = _idf(passages)
 
     def transcripts(self) -> dict[str, TranscriptInfo]:
@@ -105,18 +107,21 @@ class Engine:
             return self.embedder.encode(list(texts), batch_size=self.settings.batch_size)
 
     def _sentence_vectors(self, passages: list[Passage]) -> list[np.ndarray]:
-        missing = [p for p in passages if p.chunk_id not in self._sent_cache]
+        with self._cache_lock:
+            cached = {p.chunk_id: self._sent_cache.get(p.chunk_id) for p in passages}
+        missing = [p for p in passages if cached[p.chunk_id] is None]
         if missing:
             spans = [_answer.passage_sentences(p) for p in missing]
             flat = [p.text[a:b] for p, sp in zip(missing, spans) for a, b in sp]
             vecs = self._encode(flat) if flat else np.zeros((0, 1), dtype=np.float32)
             at = 0
-            for p, sp in zip(missing, spans):
-                self._sent_cache[p.chunk_id] = vecs[at : at + len(sp)]
-                at += len(sp)
-            while len(self._sent_cache) > self._sent_cache_max:
-                self._sent_cache.popitem(last=False)
-        return [self._sent_cache[p.chunk_id] for p in passages]
+            with self._cache_lock:
+                for p, sp in zip(missing, spans):
+                    cached[p.chunk_id] = self._sent_cache[p.chunk_id] = vecs[at : at + len(sp)]
+                    at += len(sp)
+                while len(self._sent_cache) > self._sent_cache_max:
+                    self._sent_cache.popitem(last=False)
+        return [cached[p.chunk_id] for p in passages]
 
     # ------------------------------------------------------------------ asking
 

@@ -131,6 +131,8 @@ def ingest(
     store = Store(settings, create=True)
     with store.ingest_lock(wait=wait_for_lock):
         manifest = store.manifest()
+        if store.repair(manifest):
+            notes.append("removed passages left behind by an interrupted ingest")
         todo: list[tuple[Transcript, list[Passage], str, FileResult]] = []
         embedder = embedder or Embedder(settings.model)
         limit = int(settings.max_file_mb * 1024 * 1024)

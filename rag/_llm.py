@@ -117,6 +117,8 @@ def check_citations(raw: str, passages: list[Retrieved]) -> tuple[str, list[Cita
     record for each cited passage the sentences that best match what the model said."""
     out: list[str] = []
     used: dict[int, list[str]] = {}
+    # "claim. [1]" cites the sentence before it: move such markers inside it, "claim [1]."
+    raw = re.sub(r"([.!?])((?:\s*\[\d+\])+)", lambda m: " " + m.group(2).strip() + m.group(1), raw)
     for a, b in sentence_spans(raw):
         sent = raw[a:b]
         nums = [int(m) for m in _CITE.findall(sent)]

@@ -211,6 +211,24 @@ class Store:
         with self._guard():
             self._passages.delete(where={"$and": [{"transcript": transcript}, {"version": {"$ne": version}}]})
 
+    def repair(self, manifest: dict[str, TranscriptInfo]) -> int:
+        """Delete passages an interrupted ingest or removal left behind (versions the manifest
+        does not point at). Cheap when there is nothing to do: one count. Returns how many."""
+        expected = sum(info.n_passages for info in manifest.values())
+        before = self.count()
+        if before == expected:
+            return 0
+        with self._guard():
+            if manifest:
+                self._passages.delete(where={"transcript": {"$nin": sorted(manifest)}})
+            else:
+                ids = self._passages.get(include=[])["ids"]
+                for i in range(0, len(ids), _BATCH):
+                    self._passages.delete(ids=ids[i : i + _BATCH])
+        for tid, info in manifest.items():
+            self.drop_stale(tid, info.version)
+        return before - self.count()
+
     def remove_transcript(self, transcript: str) -> None:
         with self._guard():
             self._manifest.delete(ids=[transcript])

@@ -176,9 +176,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     close()
     summary = report.summary()
     if args.json:
-        print(json.dumps({"files": [f.to_dict() for f in report.files], "summary": summary, "store": settings.describe_store()}, indent=2))
+        print(json.dumps({"files": [f.to_dict() for f in report.files], "summary": summary, "notes": report.notes,
+                          "store": settings.describe_store()}, indent=2))
     else:
         parts = [f"{v} {k}" for k, v in summary.items() if k != "passages"]
+        for note in report.notes:
+            print(f"note: {note}", file=sys.stderr)
         print(f"done: {', '.join(parts) or 'nothing to do'}; {summary['passages']} passages written to {settings.describe_store()}")
         if report.failed:
             print(f"{len(report.failed)} file(s) failed; fix them and run the same command again (the rest are in).", file=sys.stderr)
@@ -292,7 +295,7 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.port", str(args.port), "--server.address", args.host,
-        "--browser.gatherUsageStats", "false",
+        "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
         "--server.headless", "true" if args.headless or os.environ.get("CI") else "false",
     ]
     print(f"rag: starting the chat app on http://{args.host}:{args.port} (Ctrl+C to stop)", file=sys.stderr)
