@@ -1,8 +1,24 @@
-"""The embedding model behind a narrow adapter: sentence-transformers, loaded lazily, offline."""
+"""The embedding model behind a narrow adapter: sentence-transformers, loaded lazily, offline.
+
+Speed (measured in bench/ingest_bench.py, reported in docs/BENCHMARKS.md):
+
+* Texts are sorted by length once for the whole call and cut into batches in that order, so a
+  batch pads its texts to about the same length; results come back in the caller's order.
+  (sentence-transformers sorts only within one ``encode`` call, and we call it per slice to
+  report progress.)
+* Torch uses one intra-op thread per core this process may run on, and waiting OpenMP threads
+  sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE`` unless the environment says otherwise;
+  it must be set before torch loads, hence here, at import). On a machine that is busy with
+  other work, spinning threads take the cores their peers need, and a 10 ms query embedding
+  stalls for up to a second; passive waiting costs little when the machine is idle.
+* ``precision``: "fp32" (default, exact) or "bf16" (autocast to bfloat16 on CPUs with native
+  bfloat16 support; falls back to fp32 elsewhere). See docs/BENCHMARKS.md for speed and quality.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Callable, Sequence
@@ -10,6 +26,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ._errors import ConfigError
+
+if "torch" not in sys.modules:  # libgomp reads it once, when torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+PRECISIONS = ("fp32", "bf16")
 
 
 def _bundled_minilm() -> str:
@@ -39,12 +60,37 @@ def resolve_model(name: str) -> str:
     )
 
 
+def cpu_threads() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's core count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def bf16_supported() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so autocast pays."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 class Embedder:
     """Encodes texts to unit vectors; counts word pieces exactly as the model reads them."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, precision: str = "fp32", threads: int | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}", f"Use one of: {', '.join(PRECISIONS)}.")
         self.name = model
         self.path = resolve_model(model)
+        self.precision = precision if (precision == "fp32" or bf16_supported()) else "fp32"
+        self.threads = threads
         self._model = None
         self._lock = threading.Lock()
 
@@ -56,12 +102,18 @@ class Embedder:
                     os.environ.setdefault("HF_HUB_OFFLINE", "1")
                     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+                    import torch
                     from sentence_transformers import SentenceTransformer
                     from transformers.utils import logging as hf_logging
 
                     hf_logging.disable_progress_bar()
                     hf_logging.set_verbosity_error()  # we count long texts on purpose, then split them
-                    self._model = SentenceTransformer(self.path, device="cpu")
+                    want = self.threads or cpu_threads()
+                    if torch.get_num_threads() != want:
+                        torch.set_num_threads(want)
+                    model = SentenceTransformer(self.path, device="cpu")
+                    model.eval()
+                    self._model = model
         return self._model
 
     @property
@@ -81,16 +133,32 @@ class Embedder:
         return [len(ids) for ids in enc]
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Unit-normalised float32 vectors, one row per text."""
+        """Unit-normalised float32 vectors, one row per text, in the order given."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        out = []
-        for i in range(0, len(texts), batch_size * 4):
-            chunk = list(texts[i : i + batch_size * 4])
-            out.append(self.model.encode(chunk, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False))
+        texts = list(texts)
+        model = self.model
+        # longest first (as sentence-transformers does within a call), over the whole input
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i])) if len(texts) > 1 else [0]
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        step = batch_size * 4  # progress is reported per slice of a few batches
+        for at in range(0, len(order), step):
+            idx = order[at : at + step]
+            out[idx] = self._encode_sorted([texts[i] for i in idx], batch_size, model)
             if progress:
-                progress(len(chunk))
-        return np.vstack(out).astype(np.float32)
+                progress(len(idx))
+        return out
+
+    def _encode_sorted(self, texts: list[str], batch_size: int, model) -> np.ndarray:
+        kwargs = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        if self.precision == "bf16":
+            import torch
+
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                vecs = model.encode(texts, **kwargs)
+            vecs = np.asarray(vecs, dtype=np.float32)
+            return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return np.asarray(model.encode(texts, **kwargs), dtype=np.float32)
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

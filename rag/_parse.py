@@ -220,8 +220,13 @@ def _parse_tagged(text: str) -> tuple[list[_RawTurn], _Meta]:
         candidates.append((start, hit[0], hit[1]) if hit else None)
         if hit:
             counts[hit[0]] = counts.get(hit[0], 0) + 1
+    # When tagged lines make up much of the text, it is a transcript: single-word tags count too.
+    text_lines = sum(1 for _, l in lines if l.strip())
+    tagged = sum(counts.values())
+    dialogue = len(counts) >= 2 and tagged >= 2 and tagged * 3 >= text_lines
+
     def accept(tag: str) -> bool:
-        if tag in known or counts[tag] > 1:
+        if tag in known or counts[tag] > 1 or dialogue:
             return True
         words_ = tag.split()
         return len(words_) > 1 or tag.isupper()
