@@ -207,6 +207,20 @@ def _tag_at(line: str, known: set[str] | dict[str, Speaker]) -> tuple[str, int] 
     return tag, m.end()
 
 
+def _tag_rule(counts: dict[str, int], text_lines: int, known: dict[str, Speaker]):
+    """Which candidate tags are speakers: known ones, recurring ones, multi-word or capitals
+    ones; and any, when tagged lines make up much of the text (then it is a dialogue)."""
+    tagged = sum(counts.values())
+    dialogue = len(counts) >= 2 and tagged >= 2 and tagged * 3 >= text_lines
+
+    def accept(tag: str) -> bool:
+        if tag in known or counts.get(tag, 0) > 1 or dialogue:
+            return True
+        return len(tag.split()) > 1 or tag.isupper()
+
+    return accept
+
+
 def _parse_tagged(text: str) -> tuple[list[_RawTurn], _Meta]:
     meta = _Meta()
     body = _front_matter(text, meta)
@@ -220,16 +234,7 @@ def _parse_tagged(text: str) -> tuple[list[_RawTurn], _Meta]:
         candidates.append((start, hit[0], hit[1]) if hit else None)
         if hit:
             counts[hit[0]] = counts.get(hit[0], 0) + 1
-    # When tagged lines make up much of the text, it is a transcript: single-word tags count too.
-    text_lines = sum(1 for _, l in lines if l.strip())
-    tagged = sum(counts.values())
-    dialogue = len(counts) >= 2 and tagged >= 2 and tagged * 3 >= text_lines
-
-    def accept(tag: str) -> bool:
-        if tag in known or counts[tag] > 1 or dialogue:
-            return True
-        words_ = tag.split()
-        return len(words_) > 1 or tag.isupper()
+    accept = _tag_rule(counts, sum(1 for _, l in lines if l.strip()), known)
 
     # Where the trailing comments section starts (after the last tag), if any.
     last_tag_line = max((i for i, c in enumerate(candidates) if c and accept(c[1])), default=-1)
@@ -379,7 +384,8 @@ def _parse_cues(text: str, name: str, vtt: bool) -> tuple[list[_RawTurn], _Meta]
         if hit and len(hit[0].split()) <= 4:
             prefix[start] = hit
             counts[hit[0]] = counts.get(hit[0], 0) + 1
-    prefix = {k: v for k, v in prefix.items() if counts[v[0]] > 1 or len(v[0].split()) > 1 or v[0].isupper()}
+    accept = _tag_rule(counts, sum(1 for _, l in lines if l.strip() and "-->" not in l), {})
+    prefix = {k: v for k, v in prefix.items() if accept(v[0])}
     raw: list[_RawTurn] = []
     current: _RawTurn | None = None
     bad = 0
