@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _answer
 from ._embed import Embedder
-from ._errors import StoreMissingError
+from ._errors import StoreMissingError, StoreUnavailableError
 from ._followup import Turn as HistoryTurn
 from ._followup import resolve
 from ._records import Answer, Passage, Retrieved
@@ -70,13 +70,30 @@ class Engine:
             fp = self.store.fingerprint()
             self._checked = now
             if self._index is None or fp != self._index.fingerprint:
-                self._load(fp)
+                try:
+                    self._load(fp)
+                except StoreUnavailableError:
+                    raise
+                except Exception:
+                    # another process is writing (embedded Chroma is not built for that): keep
+                    # the view we have and look again at the next check
+                    if self._index is None:
+                        raise
             assert self._index is not None
             return self._index
 
     def _load(self, fingerprint: str) -> None:
-        manifest = self.store.manifest()
-        passages, vectors = self.store.all_passages(with_vectors=True)
+        if self._index is not None:
+            self.store.reopen()  # the store changed, perhaps by another process
+        for attempt in range(5):
+            manifest = self.store.manifest()
+            passages, vectors = self.store.all_passages(with_vectors=True, manifest=manifest)
+            counts: dict[str, int] = {}
+            for p in passages:
+                counts[p.transcript] = counts.get(p.transcript, 0) + 1
+            if all(counts.get(t, 0) == info.n_passages for t, info in manifest.items()):
+                break  # every transcript whole, in the version the manifest names
+            time.sleep(0.05 * (attempt + 1))  # caught between another ingest's writes: read again
         speakers = [s for info in manifest.values() for s in info.speakers]
         self._index = Index(passages, speakers, {t: i.version for t, i in manifest.items()}, fingerprint, vectors)
         self._manifest = manifest
@@ -164,7 +181,15 @@ class Engine:
     def _dense(self, index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any]) -> list[tuple[int, float]]:
         where = index.chroma_where(filters)
         out = []
-        for cid, sim in self.store.query(q_vec, n, where):
+        try:
+            found = self.store.query(q_vec, n, where)
+        except StoreUnavailableError:
+            raise
+        except Exception:
+            # Embedded Chroma can fail while another process writes to it: search the vectors of
+            # the in-memory view (the same passages, exactly) instead.
+            return _exact_dense(index, q_vec, n, filters)
+        for cid, sim in found:
             chunk, _, version = cid.rpartition("@")
             i = index.by_chunk.get(chunk)
             if i is not None and index.versions.get(index.passages[i].transcript) == version:
@@ -263,6 +288,17 @@ class Engine:
 
             self._chat_model = make_chat_model(self.settings)
         return self._chat_model
+
+
+def _exact_dense(index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any]) -> list[tuple[int, float]]:
+    if index.vectors is None or not len(index):
+        return []
+    sims = index.vectors @ q_vec
+    mask = index.mask(filters)
+    if mask is not None:
+        sims = np.where(mask, sims, -np.inf)
+    top = np.argsort(-sims)[:n]
+    return [(int(i), float(sims[i])) for i in top if np.isfinite(sims[i])]
 
 
 def _refers_to(p: Passage, query: Query) -> bool:

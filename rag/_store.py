@@ -123,6 +123,23 @@ class Store:
                 raise _unavailable(s, exc) from None
             raise
 
+    def reopen(self) -> None:
+        """See what other processes wrote. An embedded Chroma client keeps its vector index in
+        memory and does not notice another process's writes (its metadata reads do): drop this
+        path's shared client state and connect again."""
+        if not self.settings.chroma_url:
+            try:
+                from chromadb.api.shared_system_client import SharedSystemClient
+
+                ident = self._client.get_settings().persist_directory
+                SharedSystemClient._identifier_to_system.pop(ident, None)
+                SharedSystemClient._identifier_to_refcount.pop(ident, None)
+            except (ImportError, AttributeError):  # another chromadb layout: start afresh
+                from chromadb.api.shared_system_client import SharedSystemClient
+
+                SharedSystemClient.clear_system_cache()
+        self._connect()
+
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
         """Turn connection failures into StoreUnavailableError."""
@@ -240,9 +257,10 @@ class Store:
         with self._guard():
             return self._passages.count()
 
-    def all_passages(self, transcript: str | None = None, with_vectors: bool = False) -> tuple[list[Passage], np.ndarray | None]:
+    def all_passages(self, transcript: str | None = None, with_vectors: bool = False,
+                     manifest: dict[str, TranscriptInfo] | None = None) -> tuple[list[Passage], np.ndarray | None]:
         """Every current passage (stale versions left by an interrupted ingest are skipped)."""
-        versions = {tid: info.version for tid, info in self.manifest().items()}
+        versions = {tid: info.version for tid, info in (manifest or self.manifest()).items()}
         where = {"transcript": transcript} if transcript else None
         include = ["documents", "metadatas"] + (["embeddings"] if with_vectors else [])
         passages: list[Passage] = []
