@@ -341,3 +341,9 @@ def test_ingest_and_ask_with_no_network(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert ask.returncode == 0, ask.stderr
     assert "Bangladesh" in json.loads(ask.stdout)["answer"]
+
+
+def test_reliability_doc_lists_every_case():
+    doc = (ROOT / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")
+    for case in CASES:
+        assert f"`{case.name}`" in doc, case.name
