@@ -90,7 +90,26 @@ def select_sentences(
             continue
         chosen.append(s)
         per_passage[s.passage_rank] = per_passage.get(s.passage_rank, 0) + 1
-    return chosen
+    return _with_antecedents(chosen, cands)
+
+
+_ANAPHORA = re.compile(r"^(that|this|these|those|it|its|they|them|their|there|he|she|his|her|such|so|and|but|also)\b", re.I)
+
+
+def _with_antecedents(chosen: list[Sentence], cands: list[Sentence]) -> list[Sentence]:
+    """A quoted sentence that opens by pointing back ("That was one of the first places...")
+    brings the sentence before it, so the quote says what it points at."""
+    out = list(chosen)
+    for s in chosen:
+        if not _ANAPHORA.match(s.text):
+            continue
+        before = [c for c in cands if c.passage_rank == s.passage_rank and c.end <= s.start]
+        if not before:
+            continue
+        prev = max(before, key=lambda c: c.end)
+        if prev not in out:
+            out.append(Sentence(prev.passage_rank, prev.start, prev.end, prev.text, s.score, prev.cosine, prev.overlap))
+    return out
 
 
 def attribution(p: Passage) -> str:

@@ -225,8 +225,8 @@ class Engine:
             # evidence on X alone (a name in the question must not make any passage look relevant)
             named = [r for r in top if _refers_to(r.passage, query)]
             pool = named or top
-            topic = index.residual_topic(query.text, query)
-            evidence_vec = self._encode([" ".join(topic)])[0] if topic else q_vec
+            neutral = index.neutralize(topic_of(query.text), query)
+            evidence_vec = self._encode([neutral])[0] if neutral != topic_of(query.text) else q_vec
         chosen = _answer.select_sentences(query.text, q_vec, pool, self._sentence_vectors, idf=self._idf)
         pool_ranks = [top.index(r) for r in pool]
         chosen = [_answer.Sentence(pool_ranks[c.passage_rank], c.start, c.end, c.text, c.score, c.cosine, c.overlap)
@@ -236,6 +236,8 @@ class Engine:
             # "What did the reader say?": the question is about who, not what; their words answer it
             evidence = max(evidence, self.settings.abstain_threshold)
         abstained = evidence < self.settings.abstain_threshold
+        if not abstained and index.unknown_names(query.text):
+            abstained = True  # it asks about a name the transcripts never mention
         notice = ""
         use_llm = (llm if llm is not None else bool(self.settings.llm or self._chat_model)) and not abstained
         if abstained:

@@ -42,7 +42,7 @@ def is_followup(question: str) -> bool:
     toks = words(fold(q))
     if _LEAD.match(q):
         return True
-    if len(content_words(q)) <= 1:
+    if not content_words(q):  # "why?", "how so?"
         return True
     return any(t in _PRONOUNS for t in toks) and len(content_words(q)) <= 4
 

@@ -120,6 +120,13 @@ class Index:
         if passages:
             self.bm25.index(corpus, show_progress=False)
         self.vocab = set(t for doc in corpus for t in doc)
+        # every word of the corpus (folded), and the speakers' names and titles, for "is this
+        # name mentioned anywhere?"
+        self.words: set[str] = set()
+        for p in passages:
+            self.words.update(words(fold(f"{p.speaker} {p.question_speaker} {p.question} {p.text} {p.title}")))
+        for sp in speakers:
+            self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
         self.speakers = _speaker_entries(speakers)
         self.speaker_of = np.array([p.speaker for p in passages], dtype=object)
         self._arrays: dict[str, np.ndarray] = {
@@ -172,11 +179,58 @@ class Index:
             out.append(w)
         return out
 
+    def unknown_names(self, question: str) -> list[str]:
+        """Capitalised words of the question (names, places, acronyms) that occur nowhere in the
+        transcripts: "What can we learn from France?" asked of an interview that never mentions
+        France. The question's first word is not a name."""
+        found = []
+        for i, m in enumerate(re.finditer(r"[A-Za-zÀ-ÿ][\w'’\-]*", question)):
+            w = m.group()
+            if i == 0 or not w[0].isupper() or len(w) < 3:
+                continue
+            f = re.sub(r"['’]s$", "", fold(w))
+            if f in STOPWORDS or f in self.words or any(x in self.words for x in f.split("-")):
+                continue
+            found.append(w)
+        return found
+
+    def neutralize(self, question: str, query: "Query") -> str:
+        """The question with the speakers it names replaced by "they": "What did Amar Shah say
+        about X?" -> "What did they say about X?", so that judging the evidence is not swayed by
+        a passage mentioning the name."""
+        names: set[str] = set()
+        titles: set[str] = set()
+        for e in self.speakers:
+            if e.name in query.speakers:
+                names |= e.names
+                titles |= e.titles
+        if not names and not titles:
+            return question
+        if set(re.sub(r"'s$", "", t) for t in words(fold(question))) & names:
+            titles = set()  # named by name: leave title-like words ("the national director") alone
+        out: list[str] = []
+        toks = re.findall(r"\w[\w'’.-]*|\W+", question)
+        i = 0
+        while i < len(toks):
+            w = fold(toks[i]).strip(".'’")
+            if w.endswith("'s") or w.endswith("’s"):
+                w = w[:-2]
+            if w in names or (w in ("the", "our", "your", "this") and i + 2 < len(toks) and fold(toks[i + 2]) in titles):
+                j = i + (1 if w in names else 3)
+                while j + 1 < len(toks) and not toks[j].strip() and fold(toks[j + 1]).strip(".'’") in (names | titles):
+                    j += 2
+                out.append("they")
+                i = j
+                continue
+            out.append(toks[i])
+            i += 1
+        return "".join(out)
+
     def speakers_in_question(self, question: str) -> tuple[list[str], list[str], list[str]]:
         """(speaker names, kinds, roles) the question refers to. Names match on any name token;
         titles ("the minister", "the chair") match on "the <title word>"."""
         qf = fold(question)
-        toks = words(qf)
+        toks = [re.sub(r"'s$", "", t) for t in words(qf)]  # "Shah's" names Shah
         best = 0
         names: list[str] = []
         for s in self.speakers:
