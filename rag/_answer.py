@@ -23,10 +23,21 @@ class Sentence:
     score: float = 0.0
     cosine: float = 0.0
     overlap: float = 0.0
+    field: str = "text"  # "text": the answer; "question": the question that prompted it
 
 
-def passage_sentences(p: Passage) -> list[tuple[int, int]]:
-    return [(a, b) for a, b in sentence_spans(p.text) if len(p.text[a:b].split()) >= 3]
+FIELDS = ("text", "question")
+QUESTION_PENALTY = 0.08  # the answer is preferred to the question's own words when both fit
+
+
+def passage_sentences(p: Passage, field: str = "text") -> list[tuple[int, int]]:
+    """Quotable sentences of a passage's answer, or of its question (only the question's own
+    statements, "This reminded me of...", not what it asks: that is no answer)."""
+    text = getattr(p, field)
+    spans = [(a, b) for a, b in sentence_spans(text) if len(text[a:b].split()) >= 3]
+    if field == "question":
+        spans = [(a, b) for a, b in spans if not text[a:b].rstrip("\"'”’) ").endswith("?")]
+    return spans
 
 
 def lexical_overlap(q_terms: set[str], text: str, idf: dict[str, float] | None = None) -> float:
@@ -52,44 +63,52 @@ def select_sentences(
     question: str,
     q_vec: np.ndarray,
     retrieved: list[Retrieved],
-    sentence_vectors,  # callable: list[Passage] -> list[np.ndarray (n_sent x dim)]
+    sentence_vectors,  # callable: (list[Passage], field) -> list[np.ndarray (n_sent x dim)]
     *,
     max_passages: int = 3,
     max_sentences: int = 4,
     idf: dict[str, float] | None = None,
 ) -> list[Sentence]:
-    """Score every sentence of the top passages; keep the best few that clear a relative bar."""
+    """Score every sentence of the top passages (answers, and the interviewer's statements in
+    the questions); keep the best few that clear a relative bar."""
     top = retrieved[:max_passages]
     if not top:
         return []
     q_terms = question_terms(question)
-    vecs = sentence_vectors([r.passage for r in top])
     cands: list[Sentence] = []
-    for rank, (r, mat) in enumerate(zip(top, vecs)):
-        spans = passage_sentences(r.passage)
-        if not spans:
-            continue
-        cos = mat @ q_vec if len(mat) else np.zeros(0)
-        for (a, b), c in zip(spans, cos):
-            text = r.passage.text[a:b]
-            ov = lexical_overlap(q_terms, text, idf)
-            score = 0.65 * float(c) + 0.35 * ov - 0.03 * rank
-            cands.append(Sentence(rank, a, b, text, score, float(c), ov))
+    seen_questions: set[str] = set()
+    for field in FIELDS:
+        vecs = sentence_vectors([r.passage for r in top], field)
+        for rank, (r, mat) in enumerate(zip(top, vecs)):
+            text = getattr(r.passage, field)
+            if field == "question":
+                if text in seen_questions:  # parts of one answer share their question
+                    continue
+                seen_questions.add(text)
+            spans = passage_sentences(r.passage, field)
+            if not spans:
+                continue
+            cos = mat @ q_vec if len(mat) else np.zeros(0)
+            for (a, b), c in zip(spans, cos):
+                ov = lexical_overlap(q_terms, text[a:b], idf)
+                score = 0.65 * float(c) + 0.35 * ov - 0.03 * rank - (QUESTION_PENALTY if field == "question" else 0.0)
+                cands.append(Sentence(rank, a, b, text[a:b], score, float(c), ov, field))
     if not cands:
         return []
     cands.sort(key=lambda s: -s.score)
     best = cands[0].score
     chosen: list[Sentence] = []
-    per_passage: dict[int, int] = {}
+    per_passage: dict[tuple[int, str], int] = {}
     for s in cands:
         if len(chosen) >= max_sentences:
             break
         if s.score < best * 0.8 and chosen:
             break
-        if per_passage.get(s.passage_rank, 0) >= 2:
+        key = (s.passage_rank, s.field)
+        if per_passage.get(key, 0) >= 2:
             continue
         chosen.append(s)
-        per_passage[s.passage_rank] = per_passage.get(s.passage_rank, 0) + 1
+        per_passage[key] = per_passage.get(key, 0) + 1
     return _with_antecedents(chosen, cands)
 
 
@@ -103,12 +122,12 @@ def _with_antecedents(chosen: list[Sentence], cands: list[Sentence]) -> list[Sen
     for s in chosen:
         if not _ANAPHORA.match(s.text):
             continue
-        before = [c for c in cands if c.passage_rank == s.passage_rank and c.end <= s.start]
+        before = [c for c in cands if c.passage_rank == s.passage_rank and c.field == s.field and c.end <= s.start]
         if not before:
             continue
         prev = max(before, key=lambda c: c.end)
         if prev not in out:
-            out.append(Sentence(prev.passage_rank, prev.start, prev.end, prev.text, s.score, prev.cosine, prev.overlap))
+            out.append(Sentence(prev.passage_rank, prev.start, prev.end, prev.text, s.score, prev.cosine, prev.overlap, prev.field))
     return out
 
 
@@ -124,7 +143,7 @@ def attribution(p: Passage) -> str:
 
 def compose(retrieved: list[Retrieved], chosen: list[Sentence]) -> tuple[str, list[Citation]]:
     """Group the chosen sentences by passage (in rank order), quote them in document order,
-    attribute each group to its speaker and cite it."""
+    attribute each group to its speaker (or to the one who asked) and cite it once."""
     groups: dict[int, list[Sentence]] = {}
     for s in chosen:
         groups.setdefault(s.passage_rank, []).append(s)
@@ -133,17 +152,28 @@ def compose(retrieved: list[Retrieved], chosen: list[Sentence]) -> tuple[str, li
     last_speaker = None
     for n, rank in enumerate(sorted(groups), 1):
         p = retrieved[rank].passage
-        sents = sorted(groups[rank], key=lambda s: s.start)
-        quote = _join_quotes(p.text, sents)
+        parts: list[str] = []
+        quotes: list[str] = []
         highlights: list[tuple[int, int]] = []
-        for s in sents:
-            highlights.extend(p.source_spans(s.start, s.end))
-        citations.append(Citation(n=n, passage=p, quote=quote, highlights=highlights))
-        who = attribution(p)
-        if p.speaker and p.speaker == last_speaker and p.kind == "answer":
-            who = "They also say" if not p.speaker else f"{p.speaker.split()[-1]} adds"
-        lines.append(f"{who}: “{quote}” [{n}]")
-        last_speaker = p.speaker
+        for field in FIELDS:
+            sents = sorted((s for s in groups[rank] if s.field == field), key=lambda s: s.start)
+            if not sents:
+                continue
+            quote = _join_quotes(getattr(p, field), sents)
+            quotes.append(quote)
+            spans = p.question_spans if field == "question" else p.source_spans
+            for s in sents:
+                highlights.extend(spans(s.start, s.end))
+            if field == "question":
+                parts.append(f"{p.question_speaker or 'The interviewer'} said in a question: “{quote}”")
+            else:
+                who = attribution(p)
+                if p.speaker and p.speaker == last_speaker and p.kind == "answer":
+                    who = f"{p.speaker.split()[-1]} adds"
+                parts.append(f"{who}: “{quote}”" if not parts else f"and {p.speaker or 'the answer'} replies: “{quote}”")
+                last_speaker = p.speaker
+        citations.append(Citation(n=n, passage=p, quote=" … ".join(quotes), highlights=sorted(highlights)))
+        lines.append(" ".join(parts) + f" [{n}]")
     return "\n\n".join(lines), citations
 
 

@@ -78,6 +78,7 @@ def chunk_transcript(t: Transcript, count_tokens: CountTokens, max_tokens: int =
                     end_time=turn.end_time,
                     comment_date=turn.comment_date or "",
                     embed_question=q_embed,
+                    question_segments=list(q.segments) if q is not None else [],
                 )
             )
     return passages

@@ -115,7 +115,8 @@ class Engine:
         self._encode(["warm up"])
         if len(index) <= sentences_up_to:
             for i in range(0, len(index), 64):
-                self._sentence_vectors(index.passages[i : i + 64])
+                for field in _answer.FIELDS:
+                    self._sentence_vectors(index.passages[i : i + 64], field)
 
     # ------------------------------------------------------------------ embedding
 
@@ -123,22 +124,24 @@ class Engine:
         with self._encode_lock:  # the tokenizer is not safe to share between threads
             return self.embedder.encode(list(texts), batch_size=self.settings.batch_size)
 
-    def _sentence_vectors(self, passages: list[Passage]) -> list[np.ndarray]:
+    def _sentence_vectors(self, passages: list[Passage], field: str = "text") -> list[np.ndarray]:
+        """Vectors of the quotable sentences of each passage's answer (or question), cached."""
+        keys = [f"{p.chunk_id}#{field}" for p in passages]
         with self._cache_lock:
-            cached = {p.chunk_id: self._sent_cache.get(p.chunk_id) for p in passages}
-        missing = [p for p in passages if cached[p.chunk_id] is None]
+            cached = {k: self._sent_cache.get(k) for k in keys}
+        missing = [(k, p) for k, p in zip(keys, passages) if cached[k] is None]
         if missing:
-            spans = [_answer.passage_sentences(p) for p in missing]
-            flat = [p.text[a:b] for p, sp in zip(missing, spans) for a, b in sp]
+            spans = [_answer.passage_sentences(p, field) for _, p in missing]
+            flat = [getattr(p, field)[a:b] for (_, p), sp in zip(missing, spans) for a, b in sp]
             vecs = self._encode(flat) if flat else np.zeros((0, 1), dtype=np.float32)
             at = 0
             with self._cache_lock:
-                for p, sp in zip(missing, spans):
-                    cached[p.chunk_id] = self._sent_cache[p.chunk_id] = vecs[at : at + len(sp)]
+                for (k, _), sp in zip(missing, spans):
+                    cached[k] = self._sent_cache[k] = vecs[at : at + len(sp)]
                     at += len(sp)
                 while len(self._sent_cache) > self._sent_cache_max:
                     self._sent_cache.popitem(last=False)
-        return [cached[p.chunk_id] for p in passages]
+        return [cached[k] for k in keys]
 
     # ------------------------------------------------------------------ asking
 
@@ -218,20 +221,21 @@ class Engine:
         top = retrieved[:k]
         index = self.index()
         refers = bool(query.speakers or query.kinds or query.roles)
-        evidence_vec = q_vec
+        evidence_text, evidence_vec = topic_of(query.text), q_vec
         pool = top
         if refers:
             # "What did Hopkins say about X?": quote the named speaker's passages, and judge the
-            # evidence on X alone (a name in the question must not make any passage look relevant)
+            # evidence without the name (a passage mentioning Hopkins is not thereby about X)
             named = [r for r in top if _refers_to(r.passage, query)]
             pool = named or top
-            neutral = index.neutralize(topic_of(query.text), query)
-            evidence_vec = self._encode([neutral])[0] if neutral != topic_of(query.text) else q_vec
+            neutral = index.neutralize(evidence_text, query)
+            if neutral != evidence_text:
+                evidence_text, evidence_vec = neutral, self._encode([neutral])[0]
         chosen = _answer.select_sentences(query.text, q_vec, pool, self._sentence_vectors, idf=self._idf)
         pool_ranks = [top.index(r) for r in pool]
-        chosen = [_answer.Sentence(pool_ranks[c.passage_rank], c.start, c.end, c.text, c.score, c.cosine, c.overlap)
+        chosen = [_answer.Sentence(pool_ranks[c.passage_rank], c.start, c.end, c.text, c.score, c.cosine, c.overlap, c.field)
                   for c in chosen]
-        evidence = self._evidence(evidence_vec, top, chosen) if refers else max((c.cosine for c in chosen), default=0.0)
+        evidence = self._evidence(evidence_vec, _answer.question_terms(evidence_text), top, chosen)
         if chosen and refers and not index.residual_topic(query.text, query):
             # "What did the reader say?": the question is about who, not what; their words answer it
             evidence = max(evidence, self.settings.abstain_threshold)
@@ -270,14 +274,19 @@ class Engine:
             speakers=list(query.speakers),
         )
 
-    def _evidence(self, vec: np.ndarray, top: list[Retrieved], chosen: list[_answer.Sentence]) -> float:
-        mats = self._sentence_vectors([top[c.passage_rank].passage for c in chosen])
+    def _evidence(self, vec: np.ndarray, terms: set[str], top: list[Retrieved], chosen: list[_answer.Sentence]) -> float:
+        """How well the best quoted sentence supports an answer: its cosine with the question,
+        raised towards its share of the question's (idf-weighted) words when those are there."""
         best = 0.0
-        for c, mat in zip(chosen, mats):
-            spans = _answer.passage_sentences(top[c.passage_rank].passage)
-            i = spans.index((c.start, c.end)) if (c.start, c.end) in spans else -1
-            if i >= 0:
-                best = max(best, float(mat[i] @ vec))
+        for c in chosen:
+            p = top[c.passage_rank].passage
+            mat = self._sentence_vectors([p], c.field)[0]
+            spans = _answer.passage_sentences(p, c.field)
+            if (c.start, c.end) not in spans:
+                continue
+            cos = float(mat[spans.index((c.start, c.end))] @ vec)
+            overlap = _answer.lexical_overlap(terms, c.text, self._idf)
+            best = max(best, cos, (cos + overlap) / 2)
         return best
 
     def _rarity(self, word: str) -> float:

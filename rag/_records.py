@@ -107,6 +107,7 @@ class Passage:
     end_time: float | None = None
     comment_date: str = ""
     embed_question: str = ""  # the (possibly shortened) question that is embedded with the text
+    question_segments: list[Segment] = field(default_factory=list)  # where ``question`` stands
 
     @property
     def embed_text(self) -> str:
@@ -116,9 +117,14 @@ class Passage:
         """Map a [start, end) range of ``text`` to ranges in the source text."""
         return map_spans(self.segments, start, end)
 
+    def question_spans(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Map a [start, end) range of ``question`` to ranges in the source text."""
+        return map_spans(self.question_segments, start, end)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("segments")
+        d.pop("question_segments")
         d["turns"] = list(self.turns)
         return d
 

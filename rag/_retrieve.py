@@ -127,6 +127,7 @@ class Index:
             self.words.update(words(fold(f"{p.speaker} {p.question_speaker} {p.question} {p.text} {p.title}")))
         for sp in speakers:
             self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
+        self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
         self.speakers = _speaker_entries(speakers)
         self.speaker_of = np.array([p.speaker for p in passages], dtype=object)
         self._arrays: dict[str, np.ndarray] = {
@@ -188,7 +189,7 @@ class Index:
             w = m.group()
             if i == 0 or not w[0].isupper() or len(w) < 3:
                 continue
-            f = re.sub(r"['’]s$", "", fold(w))
+            f = re.sub(r"'s?$", "", fold(w))  # "Shah's", "Williams'"
             if f in STOPWORDS or f in self.words or any(x in self.words for x in f.split("-")):
                 continue
             found.append(w)

@@ -363,7 +363,8 @@ def _passage_meta(p: Passage, version: str) -> dict[str, Any]:
         "part": p.part,
         "comment_date": p.comment_date,
         "embed_question": p.embed_question,
-        "segments": json.dumps([[s.start, s.end, len(s.text), _SEPS.get(s.sep, 0)] for s in p.segments]),
+        "segments": _segments_json(p.segments),
+        "qsegments": _segments_json(p.question_segments),
     }
     if p.start_time is not None:
         md["start_time"] = float(p.start_time)
@@ -372,15 +373,25 @@ def _passage_meta(p: Passage, version: str) -> dict[str, Any]:
     return md
 
 
-def passage_from_meta(doc: str, md: dict[str, Any]) -> Passage:
+def _segments_json(segments: list[Segment]) -> str:
+    return json.dumps([[s.start, s.end, len(s.text), _SEPS.get(s.sep, 0)] for s in segments])
+
+
+def _segments_from(text: str, data: str) -> list[Segment]:
+    """Rebuild segments from their stored layout and the joined text."""
     segs: list[Segment] = []
     pos = 0
-    for i, (start, end, length, sep) in enumerate(json.loads(md["segments"])):
+    for i, (start, end, length, sep) in enumerate(json.loads(data)):
         sep_s = _SEP_OF.get(sep, "\n")
         if i:
             pos += len(sep_s)
-        segs.append(Segment(doc[pos : pos + length], start, end, sep=sep_s))
+        segs.append(Segment(text[pos : pos + length], start, end, sep=sep_s))
         pos += length
+    return segs
+
+
+def passage_from_meta(doc: str, md: dict[str, Any]) -> Passage:
+    segs = _segments_from(doc, md["segments"])
     return Passage(
         chunk_id=md["chunk_id"],
         transcript=md["transcript"],
@@ -401,6 +412,7 @@ def passage_from_meta(doc: str, md: dict[str, Any]) -> Passage:
         end_time=md.get("end_time"),
         comment_date=md.get("comment_date", ""),
         embed_question=md.get("embed_question", ""),
+        question_segments=_segments_from(md.get("question", ""), md.get("qsegments", "[]")),
     )
 
 
