@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from payloads import HOSTILE, HOSTILE_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -32,25 +33,6 @@ CHROMIUM_ARGS = [
 QUESTION = "What can we learn from Bangladesh?"
 SAVE_TO = os.environ.get("RAG_SAVE_SCREENSHOTS")  # e.g. docs/screenshots; off by default
 
-HOSTILE_NAME = "hostile-payloads.txt"
-HOSTILE = """\
----
-title: 'Hostile <img src=x onerror="window.__pwned=1"> ![t](http://example.invalid/t.png)'
-date: 2024-01-02
-speakers:
-  Q:
-    name: Quinn
-    role: interviewer
-  EVE:
-    name: Eve <b>Mallory</b>
-    role: interviewee
-    description: '<script>window.__pwned=1</script> tester'
----
-Q: What is in the payload file?
-EVE: Here it is <script>window.__pwned=1</script> and an image <img src=x onerror="window.__pwned=1"> and markdown ![x](http://example.invalid/x.png) and a [link](javascript:window.__pwned=1) too. The payload is stored safely in this file.
-Q: Anything else about the payload?
-EVE: Nothing else: **bold** _italic_ :red[colour] $x^2$ <b>tag</b> end of the payload list.
-"""
 PAYLOADS = [
     "<script>window.__pwned=1</script>",
     '<img src=x onerror="window.__pwned=1">',

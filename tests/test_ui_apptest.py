@@ -23,28 +23,10 @@ CORPUS = ROOT / "corpus"
 REFUSAL = "I couldn't find this in the transcripts."
 BANGLADESH = "What can we learn from Bangladesh?"
 
-HOSTILE_NAME = "hostile-payloads.txt"
-HOSTILE = """\
----
-title: 'Hostile <img src=x onerror="window.__pwned=1"> ![t](http://example.invalid/t.png)'
-date: 2024-01-02
-speakers:
-  Q:
-    name: Quinn
-    role: interviewer
-  EVE:
-    name: Eve <b>Mallory</b>
-    role: interviewee
-    description: '<script>window.__pwned=1</script> tester'
----
-Q: What is in the payload file?
-EVE: Here it is <script>window.__pwned=1</script> and an image <img src=x onerror="window.__pwned=1"> and markdown ![x](http://example.invalid/x.png) and a [link](javascript:window.__pwned=1) too. The payload is stored safely in this file.
-Q: Anything else about the payload?
-EVE: Nothing else: **bold** _italic_ :red[colour] $x^2$ <b>tag</b> end of the payload list.
-"""
 
 sys.path.insert(0, str(ROOT / "ui"))
 import _shared  # noqa: E402  (the app's helpers, tested directly below)
+from payloads import HOSTILE, HOSTILE_NAME
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
