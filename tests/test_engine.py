@@ -204,3 +204,26 @@ def test_llm_follow_up_rewrite_is_used(seed_store, embedder):
     first = Engine(seed_store, embedder=embedder).ask("What can we learn from Bangladesh?")
     a = e.ask("and Uganda?", history=[first])
     assert a.resolved_question == "What can we learn from Uganda about improvement?"
+
+
+def test_interviewer_statements_in_a_question_are_quotable(engine):
+    a = engine.ask("What did the interviewer say about Don Berwick?")
+    assert not a.abstained
+    c = a.citations[0]
+    assert "Berwick" in c.quote and "PP said in a question" in a.text
+    src = engine.source_text(c.passage.transcript)
+    assert any("Berwick" in src[s:e] for s, e in c.highlights)
+    assert all(src[s:e] in c.quote for s, e in c.highlights)
+
+
+def test_names_the_transcripts_never_mention_are_abstained_on(engine):
+    first = engine.ask("What can we learn from Bangladesh?")
+    follow = engine.ask("What about France?", history=[first])
+    assert follow.resolved_question == "What can we learn from France?"
+    assert follow.abstained
+    assert engine.ask("What did Amar say about Brexit?").abstained
+
+
+def test_speaker_named_question_is_judged_without_the_name(engine):
+    a = engine.ask("Why did Amar Shah want the national improvement director job?")
+    assert not a.abstained and a.citations[0].passage.speaker == "Amar Shah"

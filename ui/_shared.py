@@ -368,7 +368,9 @@ def passage_card_html(p, transcripts: dict[str, Any], highlights: Sequence[tuple
         asker = qs.name if qs is not None else p.question_speaker
         role = f", {qs.role}" if qs is not None and qs.role and qs.role != "other" else ""
         by = f" ({esc(asker)}{esc(role)})" if asker else ""
-        parts.append(f'<div class="rag-q"><span class="rag-label">Question{by}:</span> {text_html(p.question)}</div>')
+        q_ranges = [(a, b, "mark") for a, b in text_ranges(getattr(p, "question_segments", []), highlights)]
+        q_html = marked_html(p.question, q_ranges) if q_ranges else text_html(p.question)
+        parts.append(f'<div class="rag-q"><span class="rag-label">Question{by}:</span> {q_html}</div>')
     ranges = [(a, b, "mark") for a, b in text_ranges(p.segments, highlights)]
     parts.append(f'<div class="rag-passage">{marked_html(p.text, ranges)}</div>')
     return f'<div class="rag-card">{"".join(parts)}</div>'
