@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -20,55 +12,20 @@ from conftest import CORPUS, SEED
 from rag import StoreUnavailableError, ingest, load_settings
 from rag._store import Store
 from rag.cli import main
+from servers import ChromaServer, free_port
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _heartbeat(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def chroma_url(tmp_path_factory):
-    chroma = Path(sys.executable).with_name("chroma")
-    assert chroma.exists(), f"the chroma executable is missing next to {sys.executable}"
-    port = _free_port()
     data = tmp_path_factory.mktemp("chroma-server")
-    log = open(data.parent / f"chroma-{port}.log", "wb")
-    env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
-    proc = subprocess.Popen(
-        [str(chroma), "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = ChromaServer(data / "db", free_port(), data / "chroma.log")
     try:
-        deadline = time.monotonic() + 60
-        while not _heartbeat(url):
-            if proc.poll() is not None:
-                pytest.fail(f"chroma run exited with {proc.returncode}: {Path(log.name).read_text(errors='replace')[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("chroma run did not answer its heartbeat within 60 s")
-            time.sleep(0.25)
-        yield url
+        server.start()
+        yield server.url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +101,7 @@ def test_update_and_prune_through_a_server(chroma_url, embedder, tmp_path):
 
 
 def test_an_unreachable_server_is_a_clear_error(capsys):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     code = main(["stats", "--chroma-url", f"http://127.0.0.1:{port}"])
     out, err = capsys.readouterr()
     assert code == 1
