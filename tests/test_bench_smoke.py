@@ -1,0 +1,74 @@
+"""The benchmark scripts work: `bench/run_all.py --quick` runs every benchmark on tiny inputs
+(the demo corpus, stores of a few dozen passages, one repetition, the UI once) and renders the
+report. No timing is asserted: only that every figure was measured and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def _numbers(d, path=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _numbers(v, f"{path}{k}.")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield f"{path}{k}", v
+
+
+def test_run_all_quick(tmp_path):
+    out, raw = tmp_path / "BENCHMARKS.md", tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--out", str(out), "--json", str(raw)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "Traceback" not in proc.stderr
+
+    data = json.loads(raw.read_text())
+    meta, results = data["meta"], data["results"]
+    assert meta["quick"] is True and meta["machine"]["cores"] >= 1 and meta["machine"]["cpu_model"]
+    assert set(results) == {"ingest", "query", "coldstart"}
+    for name, r in results.items():
+        assert len(r["load_before"]) == 3 and len(r["load_after"]) == 3, name
+        for key, value in _numbers(r):
+            assert math.isfinite(value), f"{name}.{key} = {value}"
+
+    ing = results["ingest"]
+    for corpus in ("dev", "big"):
+        r = ing[corpus]
+        assert r["passages"] > 0 and r["chars"] > 0 and r["naive_chunks"] > 0
+        assert r["ours_s"] > 0 and r["ceiling_s"] > 0 and r["naive_s"] > 0 and r["reingest_s"] > 0
+        assert len(r["runs_s"]["ours"]) == 1
+    assert ing["big"]["passages"] >= 2 * ing["dev"]["passages"]  # copies with distinct ids all went in
+
+    q = results["query"]
+    assert q["seed"]["errors"] == 0 and q["seed"]["ask"]["p50_ms"] > 0 and q["seed"]["naive"]["p50_ms"] > 0
+    sizes = q["sizes"]
+    assert [sizes[n]["passages"] for n in sorted(sizes, key=int)] == sorted(int(n) for n in sizes)  # exactly N
+    assert all(r["errors"] == 0 and r["ask"]["p50_ms"] > 0 and r["retrieve"]["p50_ms"] > 0 for r in sizes.values())
+    conc = next(r["concurrency"] for r in sizes.values() if "concurrency" in r)
+    assert conc["errors"] == 0 and conc["1 thread"]["questions_per_s"] > 0 and conc["8 threads"]["questions_per_s"] > 0
+    mem = next(r["memory"] for r in sizes.values() if "memory" in r)
+    assert "error" not in mem and mem["peak_rss_mb"] > 100
+    assert q["server"]["errors"] == 0 and q["server"]["ask"]["p50_ms"] > 0
+
+    cold = results["coldstart"]
+    assert cold["rag_ask_seed"]["process_s"] > 0 and cold["rag_ask_seed"]["abstained"] is False
+    ui = cold["ui_seed"]
+    assert ui["first_answer_s"] > 0 and ui["runs"]
+
+    md = out.read_text()
+    for heading in ("# Benchmarks", "## Machine and load", "## Targets", "## 1. Ingest throughput", "## 2. Re-ingest",
+                    "## 3. Query latency", "## 4. Cold start", "## 5. Memory", "## 6. Concurrency"):
+        assert heading in md, heading
+    assert "quick smoke mode" in md and meta["machine"]["cpu_model"] in md
+    assert "| figure | target | measured | met |" in md
