@@ -331,6 +331,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-experiments", action="store_true", help="skip the embedding-speed experiments")
     ap.add_argument("--no-quality", action="store_true", help="skip the hit@k check of the bf16 variant")
     ap.add_argument("--experiments-only", action="store_true", help="only the embedding-speed experiments")
+    ap.add_argument("--only-big", action="store_true", help="only the larger corpus (no development-set runs, no experiments)")
     ap.add_argument("--out", help="write the JSON result here")
     args = ap.parse_args(argv)
 
@@ -354,13 +355,18 @@ def main(argv=None) -> int:
             result["load_after"] = C.loadavg()
             C.emit(result, args.out)
             return 0
-        result["dev"] = bench_corpus("dev", folder, embedder, hf, reps, work)
-        copies = max(2, math.ceil(target / max(result["dev"]["passages"], 1)))
+        if args.only_big:  # re-measure the larger corpus alone (run_all merges it with --reuse-dev)
+            n_dev = len(C.parse_and_chunk(folder, embedder)[1])
+        else:
+            result["dev"] = bench_corpus("dev", folder, embedder, hf, reps, work)
+            n_dev = result["dev"]["passages"]
+        copies = max(2, math.ceil(target / max(n_dev, 1)))
         big = C.make_copies(folder, work / "big", copies)
         result["big"] = bench_corpus("big", big, embedder, hf, big_reps, work)
         result["big"]["copies"] = copies
-        result["reingest_cli"] = reingest_cli(folder, work, embedder)
-        if not args.quick and not args.no_experiments:
+        if not args.only_big:
+            result["reingest_cli"] = reingest_cli(folder, work, embedder)
+        if not args.quick and not args.no_experiments and not args.only_big:
             _, passages, _ = C.parse_and_chunk(folder, embedder)
             texts = [p.embed_text for p in passages][::2]  # every other passage: the same length mix, half the time
             result["experiments"] = embed_experiments(texts, args.exp_reps, None if args.no_quality else folder, work)
