@@ -183,7 +183,3 @@ def _join_quotes(text: str, sents: list[Sentence]) -> str:
         gap = text[prev.end : cur.start]
         out += (" " if not gap.strip() else " … ") + cur.text
     return out
-
-
-def abstain_text() -> str:
-    return REFUSAL

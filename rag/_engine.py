@@ -178,7 +178,6 @@ class Engine:
         scored = hybrid_search(index, hits, query, q_vec, k, **self.search_options)
         timings["fuse_ms"] = (time.perf_counter() - t3) * 1000
         retrieved = to_retrieved(index, scored, max(k, 10))
-        self._last_dense = {s.index: s.dense for s in scored[: max(k, 10)]}
         return query, q_vec, retrieved
 
     def _dense(self, index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any]) -> list[tuple[int, float]]:
