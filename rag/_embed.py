@@ -1,4 +1,9 @@
-"""The embedding model behind a narrow adapter: sentence-transformers, loaded lazily, offline.
+"""The embedding model behind a narrow adapter, loaded lazily, offline.
+
+The bundled all-MiniLM-L6-v2 (any plain BERT sentence-transformers folder) runs on ``rag._bert``,
+a small torch implementation that gives the same vectors as sentence-transformers (cosine
+>= 0.99999, tests/test_bert.py) without importing it: that import (transformers, sklearn, ...)
+took most of a cold ``rag ask``. Other model folders load through sentence-transformers.
 
 Speed (measured in bench/ingest_bench.py, reported in docs/BENCHMARKS.md):
 
@@ -17,6 +22,8 @@ Speed (measured in bench/ingest_bench.py, reported in docs/BENCHMARKS.md):
   project's machines, vectors within cosine 0.99997 of the fp32 ones, and the same hit@1 and hit@5
   on the development questions (docs/BENCHMARKS.md). Vectors stay float32 and unit length, so a
   store built in one precision is searched in the other without any difference that shows.
+  The Linear layers' weights are stored in bfloat16 once at load: autocast would cast them
+  again on every call, a fixed cost that dominated encoding one question.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ if "torch" not in sys.modules:  # libgomp reads it once, when torch loads
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# "auto": rag._bert's own BERT encoder when the model folder is a plain BERT sentence-transformers
+# model (the same vectors; it spares the CLI seconds of importing sentence-transformers and
+# transformers), else sentence-transformers. "sentence-transformers": always the library.
+BACKENDS = ("auto", "sentence-transformers")
 
 
 def _bundled_minilm() -> str:
@@ -88,10 +99,13 @@ def bf16_supported() -> bool:
 class Embedder:
     """Encodes texts to unit vectors; counts word pieces exactly as the model reads them."""
 
-    def __init__(self, model: str, *, precision: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, model: str, *, precision: str = "auto", threads: int | None = None, backend: str = "auto") -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}", f"Use one of: {', '.join(PRECISIONS)}.")
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown embedding backend {backend!r}", f"Use one of: {', '.join(BACKENDS)}.")
         self.name = model
+        self.backend = backend
         self.path = resolve_model(model)
         self.precision = "bf16" if precision in ("auto", "bf16") and bf16_supported() else "fp32"
         self.threads = threads
@@ -102,6 +116,8 @@ class Embedder:
 
     @property
     def model(self):
+        """The loaded model: a ``rag._bert.BertEncoder`` when the folder is a plain BERT
+        sentence-transformers model (the bundled one is), else a ``SentenceTransformer``."""
         if self._model is None:
             with self._lock:
                 if self._model is None:
@@ -109,18 +125,34 @@ class Embedder:
                     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
                     import torch
-                    from sentence_transformers import SentenceTransformer
-                    from transformers.utils import logging as hf_logging
 
-                    hf_logging.disable_progress_bar()
-                    hf_logging.set_verbosity_error()  # we count long texts on purpose, then split them
                     want = self.threads or cpu_threads()
                     if torch.get_num_threads() != want:
                         torch.set_num_threads(want)
-                    model = SentenceTransformer(self.path, device="cpu")
-                    model.eval()
-                    self._model = model
+                    model = None
+                    if self.backend == "auto":
+                        from ._bert import BertEncoder
+
+                        model = BertEncoder.load(self.path, bf16=self.precision == "bf16")
+                    self._model = model if model is not None else self._sentence_transformer()
         return self._model
+
+    def _sentence_transformer(self):
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # we count long texts on purpose, then split them
+        model = SentenceTransformer(self.path, device="cpu")
+        model.eval()
+        if self.precision == "bf16":
+            _linear_weights_to_bf16(model)
+        return model
+
+    @property
+    def native(self) -> bool:
+        """True when the model runs on rag._bert rather than sentence-transformers."""
+        return not hasattr(self.model, "get_sentence_embedding_dimension")
 
     @property
     def max_tokens(self) -> int:
@@ -129,6 +161,8 @@ class Embedder:
     @property
     def dimension(self) -> int:
         m = self.model
+        if self.native:
+            return int(m.dimension)
         getter = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
         return int(getter())
 
@@ -162,7 +196,7 @@ class Embedder:
         """A copy of the fast tokenizer's Rust backend with truncation and padding off (the
         bundled tokenizer.json truncates at 128), or None for a slow tokenizer."""
         if self._count_tok is None:
-            backend = getattr(self.model.tokenizer, "_tokenizer", None)
+            backend = self.model.tokenizer if self.native else getattr(self.model.tokenizer, "_tokenizer", None)
             counter = False
             if backend is not None:
                 try:
@@ -194,6 +228,8 @@ class Embedder:
         return out
 
     def _encode_sorted(self, texts: list[str], batch_size: int, model) -> np.ndarray:
+        if self.native:
+            return model.encode(texts, batch_size=batch_size)  # bf16 or not, as loaded
         kwargs = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         if self.precision == "bf16":
             import torch
@@ -206,3 +242,15 @@ class Embedder:
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
+
+
+def _linear_weights_to_bf16(model) -> None:
+    """Store the Linear layers' weights in bfloat16 once. Autocast casts them to bfloat16 anyway,
+    but it forgets its casts when the ``with`` block ends, so each call would convert all the
+    weights again: a fixed cost that dominates a one-question encode. The products are the same
+    (the same rounding of the same weights); layer norms, softmax and embeddings stay float32."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)

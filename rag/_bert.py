@@ -1,0 +1,143 @@
+"""A small pure-torch BERT sentence encoder for sentence-transformers model folders.
+
+Why it exists: cold start. ``import sentence_transformers`` pulls in transformers, sklearn and more,
+which costs seconds on every CLI run. This module imports only torch, numpy, tokenizers and
+safetensors, loads a plain BERT sentence-transformers folder (Transformer -> mean Pooling ->
+optional Normalize) directly, and produces the same unit vectors. ``BertEncoder.load`` returns None
+for any folder it cannot reproduce exactly, so callers can fall back to sentence-transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+from torch import nn
+
+
+class _Layer(nn.Module):
+    """One post-LayerNorm BERT encoder layer; submodule names mirror the checkpoint keys."""
+
+    def __init__(self, hidden: int, inter: int, heads: int, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.attention = nn.ModuleDict({
+            "self": nn.ModuleDict({n: nn.Linear(hidden, hidden) for n in ("query", "key", "value")}),
+            "output": nn.ModuleDict({"dense": nn.Linear(hidden, hidden), "LayerNorm": nn.LayerNorm(hidden, eps=eps)}),
+        })
+        self.intermediate = nn.ModuleDict({"dense": nn.Linear(hidden, inter)})
+        self.output = nn.ModuleDict({"dense": nn.Linear(inter, hidden), "LayerNorm": nn.LayerNorm(hidden, eps=eps)})
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, length, hidden = x.shape
+        proj = self.attention["self"]
+        q, k, v = (proj[n](x).view(b, length, self.heads, -1).transpose(1, 2) for n in ("query", "key", "value"))
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, length, hidden)
+        out = self.attention["output"]
+        x = out["LayerNorm"](out["dense"](ctx) + x)
+        y = self.output["dense"](F.gelu(self.intermediate["dense"](x)))
+        return self.output["LayerNorm"](y + x)
+
+
+class _Bert(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        hidden, eps = cfg["hidden_size"], cfg.get("layer_norm_eps", 1e-12)
+        self.embeddings = nn.ModuleDict({
+            "word_embeddings": nn.Embedding(cfg["vocab_size"], hidden),
+            "position_embeddings": nn.Embedding(cfg["max_position_embeddings"], hidden),
+            "token_type_embeddings": nn.Embedding(cfg.get("type_vocab_size", 2), hidden),
+            "LayerNorm": nn.LayerNorm(hidden, eps=eps),
+        })
+        layer = lambda: _Layer(hidden, cfg["intermediate_size"], cfg["num_attention_heads"], eps)  # noqa: E731
+        self.encoder = nn.ModuleDict({"layer": nn.ModuleList(layer() for _ in range(cfg["num_hidden_layers"]))})
+
+    def forward(self, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Mean of the final hidden states over the tokens where ``keep`` is True (padding excluded)."""
+        emb = self.embeddings
+        positions = torch.arange(ids.shape[1])
+        x = emb["word_embeddings"](ids) + emb["position_embeddings"](positions) + emb["token_type_embeddings"].weight[0]
+        x = emb["LayerNorm"](x)
+        # (batch, 1, 1, keys), True = attend: padding keys are never attended. Without padding, no
+        # mask at all lets SDPA pick its fused kernel.
+        mask = None if bool(keep.all()) else keep[:, None, None, :]
+        for layer in self.encoder["layer"]:
+            x = layer(x, mask)
+        w = keep.unsqueeze(-1).to(torch.float32)
+        return (x.float() * w).sum(1) / w.sum(1).clamp(min=1e-9)
+
+
+def _json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class BertEncoder:
+    """Mean-pooled, L2-normalised BERT sentence vectors, the same as sentence-transformers gives."""
+
+    def __init__(self, model: _Bert, tokenizer: Tokenizer, max_seq_length: int, dimension: int,
+                 lowercase: bool, bf16: bool):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_seq_length, self.dimension = max_seq_length, dimension
+        self._lowercase, self._bf16 = lowercase, bf16
+
+    @classmethod
+    def load(cls, path: str, *, bf16: bool = False) -> BertEncoder | None:
+        """None when the folder is not a plain BERT sentence-transformers model we can run."""
+        root = Path(path)
+        try:
+            specs = _json(root / "modules.json")
+            kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in specs]
+            if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+                return None
+            pooling = _json(root / specs[1]["path"] / "config.json")
+            # legacy pooling_mode_* booleans, or the newer single "pooling_mode" key ("mean" / ["mean"])
+            modes = pooling.get("pooling_mode") or [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v]
+            if modes not in ("mean", ["mean"], ["pooling_mode_mean_tokens"]):
+                return None
+            folder = root / specs[0].get("path", "")
+            cfg = _json(folder / "config.json")
+            if (cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu"
+                    or cfg.get("position_embedding_type", "absolute") != "absolute"):
+                return None
+            if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
+                return None
+            st_cfg = _json(folder / "sentence_bert_config.json") if (folder / "sentence_bert_config.json").is_file() else {}
+            max_len = int(st_cfg.get("max_seq_length") or min(512, cfg["max_position_embeddings"]))
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            model = _Bert(cfg)
+            weights = {k.removeprefix("bert."): v for k, v in load_file(str(folder / "model.safetensors")).items()}
+            weights = {k: v for k, v in weights.items() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+            model.load_state_dict(weights)  # strict: any missing/unexpected/mis-shaped key -> unsupported
+        except Exception:  # missing/malformed files, odd configs, weight mismatches (tokenizers raises bare Exception)
+            return None
+        # The stored tokenizer.json truncates at 128 and pads to a fixed length: use max_seq_length
+        # (special tokens included, like sentence-transformers) and pad each batch ourselves.
+        tokenizer.enable_truncation(max_length=max_len)
+        tokenizer.no_padding()
+        model.eval().requires_grad_(False)
+        if bf16:
+            for m in model.modules():
+                if isinstance(m, nn.Linear):
+                    m.to(torch.bfloat16)
+        return cls(model, tokenizer, max_len, cfg["hidden_size"], bool(st_cfg.get("do_lower_case")), bf16)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Unit-normalised float32 vectors (n, dimension), in the order given; each batch padded to its longest."""
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+            for start in range(0, len(texts), batch_size):
+                batch = [t.lower() if self._lowercase else t for t in texts[start:start + batch_size]]
+                encodings = self.tokenizer.encode_batch(batch)
+                lengths = torch.tensor([len(e.ids) for e in encodings])
+                ids = torch.zeros((len(encodings), int(lengths.max())), dtype=torch.long)  # pad id irrelevant: masked
+                for row, e in zip(ids, encodings):
+                    row[:len(e.ids)] = torch.tensor(e.ids)
+                keep = torch.arange(ids.shape[1]) < lengths[:, None]
+                pooled = self.model(ids, keep)
+                out[start:start + len(batch)] = F.normalize(pooled.float(), dim=-1).numpy()
+        return out
