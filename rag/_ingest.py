@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -129,12 +131,14 @@ def ingest(
         if on_file:
             on_file(r)
     store = Store(settings, create=True)
-    with store.ingest_lock(wait=wait_for_lock):
+    with store.ingest_lock(wait=wait_for_lock), contextlib.ExitStack() as writing:
+        embedder = embedder or Embedder(settings.model)
+        notes += store.recover(lambda texts: embedder.encode(texts, batch_size=settings.batch_size))
+        writing.enter_context(store.writing())  # from here on, a kill leaves the mark for recover()
         manifest = store.manifest()
         if store.repair(manifest):
             notes.append("removed passages left behind by an interrupted ingest")
         todo: list[tuple[Transcript, list[Passage], str, FileResult]] = []
-        embedder = embedder or Embedder(settings.model)
         limit = int(settings.max_file_mb * 1024 * 1024)
         for i, (path, tid) in enumerate(files):
             if progress:

@@ -22,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 import numpy as np
@@ -36,6 +36,9 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 _SEPS = {"\n": 0, " ": 1, "": 2}
 _SEP_OF = {v: k for k, v in _SEPS.items()}
 _BATCH = 1000
+_P_CONFIG = {"hnsw": {"space": "cosine"}}
+_REBUILD = "_rebuild"  # suffix of a collection's copy while it is rebuilt
+_UNFINISHED = "ingest.unfinished"  # present while an ingest writes (embedded stores)
 
 
 @dataclass
@@ -102,9 +105,9 @@ class Store:
                     raise StoreMissingError(f"no index at {s.store}/")
                 s.store.mkdir(parents=True, exist_ok=True)
                 self._client = chromadb.PersistentClient(path=str(s.store), settings=chroma_settings)
+            self._finish_rebuilds((p_name, m_name))
             if self.create:
-                cfg = {"hnsw": {"space": "cosine"}}
-                self._passages = self._client.get_or_create_collection(p_name, embedding_function=None, configuration=cfg)
+                self._passages = self._client.get_or_create_collection(p_name, embedding_function=None, configuration=_P_CONFIG)
                 self._manifest = self._client.get_or_create_collection(m_name, embedding_function=None)
             else:
                 try:
@@ -246,6 +249,123 @@ class Store:
             self.drop_stale(tid, info.version)
         return before - self.count()
 
+    # ------------------------------------------------------------------ crash recovery
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Mark the store as being written while the block runs. Embedded Chroma writes its
+        vector index (HNSW files) in place, so a process killed mid-write can leave them torn:
+        counting, searching or writing then fails, or even crashes the next process. The mark
+        survives such a kill, and the next ingest rebuilds the index (``recover``)."""
+        if self.settings.chroma_url:  # the server's files do not die with this process
+            yield
+            return
+        mark = self.settings.store / _UNFINISHED
+        mark.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        try:
+            yield
+        finally:
+            mark.unlink(missing_ok=True)
+
+    def recover(self, encode: Callable[[list[str]], np.ndarray]) -> list[str]:
+        """After an ingest that did not finish (killed), or when the vector index does not
+        answer: rebuild both collections from their records, which live in Chroma's SQLite file
+        and survive a kill, re-embedding the passages with ``encode``; a transcript that lost
+        passages is removed whole, for the next ingest of its file to add again. Returns notes."""
+        if self.settings.chroma_url:
+            return []
+        unfinished = (self.settings.store / _UNFINISHED).exists()
+        if not unfinished and self._healthy():
+            return []
+        notes = ["the last ingest did not finish" if unfinished else "the vector index did not answer"]
+        with self._guard():
+            m_got = self._manifest.get(include=["documents", "metadatas"])
+            manifest = {tid: _info(tid, md) for tid, md in zip(m_got["ids"], m_got["metadatas"])}
+            ids, docs, metas, texts = [], [], [], []
+            offset = 0
+            while True:
+                got = self._passages.get(include=["documents", "metadatas"], limit=_BATCH, offset=offset)
+                if not got["ids"]:
+                    break
+                for cid, doc, md in zip(got["ids"], got["documents"], got["metadatas"]):
+                    info = manifest.get(md.get("transcript"))
+                    if info is not None and md.get("version") == info.version:  # stale versions go
+                        ids.append(cid), docs.append(doc), metas.append(md)
+                        texts.append(passage_from_meta(doc, md).embed_text)
+                offset += len(got["ids"])
+        vectors = encode(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+        have: dict[str, int] = {}
+        for md in metas:
+            have[md["transcript"]] = have.get(md["transcript"], 0) + 1
+        keep = {tid for tid, info in manifest.items() if have.get(tid, 0) == info.n_passages}
+        for tid in sorted(set(manifest) - keep):
+            notes.append(f"{tid} had lost passages: removed, ingest its file again")
+        rows = [i for i, md in enumerate(metas) if md["transcript"] in keep]
+        m_rows = [i for i, tid in enumerate(m_got["ids"]) if tid in keep or tid not in manifest]
+
+        def fill_passages(col) -> None:
+            for at in range(0, len(rows), _BATCH):
+                sl = rows[at : at + _BATCH]
+                col.add(ids=[ids[i] for i in sl], embeddings=vectors[sl], documents=[docs[i] for i in sl],
+                        metadatas=[metas[i] for i in sl])
+
+        def fill_manifest(col) -> None:
+            if m_rows:
+                col.add(ids=[m_got["ids"][i] for i in m_rows], embeddings=[[1.0]] * len(m_rows),
+                        documents=[m_got["documents"][i] for i in m_rows], metadatas=[m_got["metadatas"][i] for i in m_rows])
+
+        self._passages = self._replace(self._passages, _P_CONFIG, fill_passages)
+        self._manifest = self._replace(self._manifest, None, fill_manifest)
+        notes.append(f"rebuilt the vector index: {len(rows)} passages of {len(keep)} transcripts re-embedded")
+        (self.settings.store / _UNFINISHED).unlink(missing_ok=True)
+        return notes
+
+    def _healthy(self) -> bool:
+        try:
+            with self._guard():
+                self._manifest.count()
+                if self._passages.count():
+                    self._passages.query(query_embeddings=[[0.0] * (self._dimension() or 1)], n_results=1, include=[])
+            return True
+        except Exception:
+            return False
+
+    def _dimension(self) -> int | None:
+        got = self._passages.get(limit=1, include=["embeddings"])
+        return len(got["embeddings"][0]) if got["ids"] else None
+
+    def _replace(self, collection, configuration: dict | None, fill: Callable[[Any], None]):
+        """A fresh collection, filled by ``fill``, under the old one's name. Killed while it is
+        filled, the old collection stands and the copy is dropped when the store next opens;
+        killed between dropping the old one and renaming the copy, the rename is finished then."""
+        name = collection.name
+        tmp = name + _REBUILD
+        with self._guard():
+            if tmp in self._collection_names():
+                self._client.delete_collection(tmp)
+            copy = self._client.create_collection(tmp, embedding_function=None, configuration=configuration)
+            fill(copy)
+            self._client.delete_collection(name)
+            copy.modify(name=name)
+            return self._client.get_collection(name, embedding_function=None)
+
+    def _collection_names(self) -> set[str]:
+        return {c if isinstance(c, str) else c.name for c in self._client.list_collections()}
+
+    def _finish_rebuilds(self, names: tuple[str, ...]) -> None:
+        """Complete or discard a rebuild that a kill interrupted (see ``_replace``)."""
+        if self.settings.chroma_url:
+            return
+        existing = self._collection_names()
+        for name in names:
+            tmp = name + _REBUILD
+            if tmp not in existing:
+                continue
+            if name in existing:
+                self._client.delete_collection(tmp)  # the copy was unfinished; the original stands
+            else:
+                self._client.get_collection(tmp, embedding_function=None).modify(name=name)
+
     def remove_transcript(self, transcript: str) -> None:
         with self._guard():
             self._manifest.delete(ids=[transcript])
@@ -258,36 +378,46 @@ class Store:
             return self._passages.count()
 
     def all_passages(self, transcript: str | None = None, with_vectors: bool = False,
-                     manifest: dict[str, TranscriptInfo] | None = None) -> tuple[list[Passage], np.ndarray | None]:
-        """Every current passage (stale versions left by an interrupted ingest are skipped)."""
+                     manifest: dict[str, TranscriptInfo] | None = None,
+                     vector_dtype: Any = np.float32) -> tuple[list[Passage], np.ndarray | None]:
+        """Every current passage (stale versions left by an interrupted ingest are skipped), in
+        transcript order, with their vectors as a matrix of ``vector_dtype`` when asked."""
         versions = {tid: info.version for tid, info in (manifest or self.manifest()).items()}
         where = {"transcript": transcript} if transcript else None
         include = ["documents", "metadatas"] + (["embeddings"] if with_vectors else [])
         passages: list[Passage] = []
         vecs: list[Any] = []
+        shared: dict[str, str] = {}
         offset = 0
         with self._guard():
             while True:
-                got = self._passages.get(where=where, include=include, limit=5000, offset=offset)
+                # pages of 1,000: Chroma's buffers for a page stay allocated after it, so larger
+                # pages raise the peak memory (100,000 passages: 870 MB at 5,000, 580 MB at 1,000)
+                got = self._passages.get(where=where, include=include, limit=1000, offset=offset)
                 if not got["ids"]:
                     break
+                keep = []
                 for i, (doc, md) in enumerate(zip(got["documents"], got["metadatas"])):
                     if versions.get(md["transcript"]) != md.get("version"):
                         continue
-                    passages.append(passage_from_meta(doc, md))
-                    if with_vectors:
-                        vecs.append(got["embeddings"][i])
+                    passages.append(passage_from_meta(doc, md, shared))
+                    keep.append(i)
+                if with_vectors and keep:
+                    vecs.append(np.asarray(got["embeddings"], dtype=np.float32)[keep].astype(vector_dtype))
                 offset += len(got["ids"])
+                del got
         order = sorted(range(len(passages)), key=lambda i: (passages[i].transcript, passages[i].turns, passages[i].part))
         passages = [passages[i] for i in order]
-        matrix = np.asarray([vecs[i] for i in order], dtype=np.float32) if with_vectors else None
+        matrix = None
+        if with_vectors:
+            matrix = np.concatenate(vecs)[order] if vecs else np.zeros((0, 0), dtype=vector_dtype)
         return passages, matrix
 
     def query(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
         """Nearest passages as (chroma id, cosine similarity), stale versions included;
         the caller keeps only current ones."""
         with self._guard():
-            n = max(1, min(n, self._passages.count()))
+            # asking for more than the collection holds returns them all (no count() round trip)
             got = self._passages.query(query_embeddings=[vector.tolist()], n_results=n, where=where, include=["distances"])
         return [(i, 1.0 - d) for i, d in zip(got["ids"][0], got["distances"][0])]
 
@@ -390,29 +520,33 @@ def _segments_from(text: str, data: str) -> list[Segment]:
     return segs
 
 
-def passage_from_meta(doc: str, md: dict[str, Any]) -> Passage:
+def passage_from_meta(doc: str, md: dict[str, Any], shared: dict[str, str] | None = None) -> Passage:
+    """``shared``: strings already seen while loading many passages; equal ones (titles,
+    speakers, the question every part of an answer carries) are kept once."""
+    one = (lambda v: shared.setdefault(v, v)) if shared is not None else (lambda v: v)
     segs = _segments_from(doc, md["segments"])
+    question = one(md.get("question", ""))
     return Passage(
         chunk_id=md["chunk_id"],
-        transcript=md["transcript"],
-        title=md.get("title", ""),
-        date=md.get("date", ""),
-        kind=md["kind"],
-        speaker=md.get("speaker", ""),
-        role=md.get("role", "other"),
+        transcript=one(md["transcript"]),
+        title=one(md.get("title", "")),
+        date=one(md.get("date", "")),
+        kind=one(md["kind"]),
+        speaker=one(md.get("speaker", "")),
+        role=one(md.get("role", "other")),
         text=doc,
         segments=segs,
         turns=(int(md["turn_first"]), int(md["turn_last"])),
         start_char=int(md["start_char"]),
         end_char=int(md["end_char"]),
-        question=md.get("question", ""),
-        question_speaker=md.get("question_speaker", ""),
+        question=question,
+        question_speaker=one(md.get("question_speaker", "")),
         part=int(md.get("part", 0)),
         start_time=md.get("start_time"),
         end_time=md.get("end_time"),
-        comment_date=md.get("comment_date", ""),
-        embed_question=md.get("embed_question", ""),
-        question_segments=_segments_from(md.get("question", ""), md.get("qsegments", "[]")),
+        comment_date=one(md.get("comment_date", "")),
+        embed_question=one(md.get("embed_question", "")),
+        question_segments=_segments_from(question, md.get("qsegments", "[]")),
     )
 
 

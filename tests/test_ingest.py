@@ -15,7 +15,7 @@ import pytest
 
 import rag._ingest
 from conftest import CORPUS, DEV, SEED
-from rag import ingest, load_settings
+from rag import Engine, ingest, load_settings
 from rag._store import Store
 from rag.cli import main
 
@@ -382,3 +382,39 @@ def test_dev_hearings_ingest_with_multi_party_roles(dev_store, capsys):
             assert r["text"].split("\n")[0] in sources[r["start_char"] : r["end_char"]], r["chunk_id"]
     # nobody's courtesy or hand-over is indexed on its own
     assert not any(r["text"].strip().rstrip(".!").lower() in {"thank you", "thank you very much", "thanks"} for r in rows)
+
+
+def test_an_ingest_that_did_not_finish_is_recovered_by_the_next(tmp_path, embedder):
+    """A killed ingest leaves its mark; the next one rebuilds the vector index from the records
+    (re-embedding them) before writing, and says so. (The kill itself: test_reliability.py.)"""
+    corpus = tmp_path / "c"
+    shutil.copytree(CORPUS, corpus)
+    settings = load_settings(store=tmp_path / "store")
+    first = ingest([corpus], settings, embedder=embedder)
+    n = first.summary()["passages"]
+    (settings.store / "ingest.unfinished").write_text("1\n")
+    report = ingest([corpus], settings, embedder=embedder)
+    assert "the last ingest did not finish" in report.notes
+    assert any(f"rebuilt the vector index: {n} passages of 1 transcripts" in x for x in report.notes), report.notes
+    assert not (settings.store / "ingest.unfinished").exists()
+    store = Store(settings)
+    assert store.count() == n
+    a = Engine(settings, embedder=embedder).ask("What can we learn from Bangladesh?")
+    assert not a.abstained and "Bangladesh" in a.citations[0].quote
+    # a clean ingest leaves no mark and rebuilds nothing
+    again = ingest([corpus], settings, embedder=embedder)
+    assert not any("rebuilt" in x for x in again.notes)
+
+
+def test_a_rebuild_interrupted_before_the_rename_is_finished_on_open(tmp_path, embedder):
+    corpus = tmp_path / "c"
+    shutil.copytree(CORPUS, corpus)
+    settings = load_settings(store=tmp_path / "store")
+    ingest([corpus], settings, embedder=embedder)
+    store = Store(settings)
+    n = store.count()
+    name = store._passages.name
+    # as if killed between dropping the old collection and renaming its complete copy
+    store._passages.modify(name=name + "_rebuild")
+    store.reopen()
+    assert store._passages.name == name and store.count() == n
