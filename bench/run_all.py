@@ -125,7 +125,12 @@ def render(results: dict, meta: dict) -> str:
     for n, key in (("10000", "p50_10k_ms"), ("100000", "p50_100k_ms")):
         r = qry.get("sizes", {}).get(n)
         if r:
-            rows.append([f"warm `Engine.ask` p50 at {int(n):,} passages", f"≤ {TARGETS[key]:.0f} ms", f"{r['ask']['p50_ms']:.1f} ms", _met(r["ask"]["p50_ms"] <= TARGETS[key])])
+            fill = " (sentences embedded in the background after start)" if r.get("before_fill") else ""
+            rows.append([f"warm `Engine.ask` p50 at {int(n):,} passages{fill}", f"≤ {TARGETS[key]:.0f} ms", f"{r['ask']['p50_ms']:.1f} ms", _met(r["ask"]["p50_ms"] <= TARGETS[key])])
+            if r.get("before_fill"):
+                bf = r["before_fill"]
+                rows.append([f"warm `Engine.ask` p50 at {int(n):,} passages before that fill (first {r.get('sentence_fill_s')} s)", "reported",
+                             f"{bf['ask']['p50_ms']:.1f} ms", "–"])
     for key, label in (("rag_ask_seed", "demo corpus"), ("rag_ask_dev", "development transcripts")):
         r = cold.get(key)
         if r:
@@ -249,8 +254,12 @@ def render(results: dict, meta: dict) -> str:
                  "and the naive pipeline's `similarity_search(q, k=5)` (langchain-chroma's `Chroma` opened on the very same "
                  "collection, `HuggingFaceEmbeddings` on the same model folder: query embedding plus Chroma's HNSW search, no "
                  "lexical index, no answer). Development questions; each pass asks every question once; p50/p95 per pass, "
-                 "medians over passes. For stores above 3,000 passages the Engine does not pre-embed sentences, so its "
-                 "sentence cache is cleared before every pass: every pass pays for embedding the top passages' sentences.")
+                 "medians over passes. Answers quote sentences scored with their own vectors: `warm()` embeds every "
+                 "sentence before returning up to 3,000 passages, and in a background thread (which gives way to "
+                 "questions) up to 20,000; the benchmark waits for that thread (its time is in the table) and also "
+                 "measures the same store with the sentence cache cleared before every pass (\"before the fill\": the "
+                 "first minutes after start). Above 20,000 passages sentences are embedded only as questions need "
+                 "them, so the cache is cleared before every pass: every pass pays for embedding the top passages' sentences.")
         L.append("")
         L.append("How the stores were made: the six development transcripts are ingested for real; a store of N passages is "
                  "then written with `Store.write_transcript` from those real passages and their stored vectors — the originals "
@@ -264,10 +273,15 @@ def render(results: dict, meta: dict) -> str:
                          f"{seed['retrieve']['p50_ms']:.1f} / {seed['retrieve']['p95_ms']:.1f}",
                          f"{seed['naive']['p50_ms']:.1f} / {seed['naive']['p95_ms']:.1f}", "–", f"{seed['questions']} × {seed['passes']}"])
         for n, r in sorted(qry.get("sizes", {}).items(), key=lambda kv: int(kv[0])):
+            fill = f" + {r['sentence_fill_s']} s sentences" if r.get("sentence_fill_s") is not None else ""
             rows.append([f"{int(n):,} passages", f"{r['passages']:,}", f"{r['build'].get('mean_cos_to_original')}",
                          f"{r['ask']['p50_ms']:.1f} / {r['ask']['p95_ms']:.1f}",
                          f"{r['retrieve']['p50_ms']:.1f} / {r['retrieve']['p95_ms']:.1f}",
-                         f"{r['naive']['p50_ms']:.1f} / {r['naive']['p95_ms']:.1f}", f"{r.get('warm_s')} s", f"{r['questions']} × {r['passes']}"])
+                         f"{r['naive']['p50_ms']:.1f} / {r['naive']['p95_ms']:.1f}", f"{r.get('warm_s')} s{fill}", f"{r['questions']} × {r['passes']}"])
+            bf = r.get("before_fill")
+            if bf:
+                rows.append([f"{int(n):,} passages, before the fill", f"{bf['passages']:,}", "", f"{bf['ask']['p50_ms']:.1f} / {bf['ask']['p95_ms']:.1f}",
+                             f"{bf['retrieve']['p50_ms']:.1f} / {bf['retrieve']['p95_ms']:.1f}", "–", "–", f"{bf['questions']} × {bf['passes']}"])
         srv = qry.get("server")
         if srv:
             rows.append([f"{srv['passages']:,} passages via `chroma run` (HTTP)", f"{srv['passages']:,}", f"{srv['build'].get('mean_cos_to_original')}",

@@ -52,7 +52,10 @@ def lexical_overlap(q_terms: set[str], text: str, idf: dict[str, float] | None =
 
 def _terms(text: str) -> list[str]:
     # crude suffix folding so "learn"/"learning"/"learned" meet without a stemmer dependency here
-    return [re.sub(r"(ing|ed|es|s)$", "", w) if len(w) > 4 else w for w in content_words(fold(text))]
+    return [_SUFFIX.sub("", w) if len(w) > 4 else w for w in content_words(fold(text))]
+
+
+_SUFFIX = re.compile(r"(ing|ed|es|s)$")
 
 
 def question_terms(question: str) -> set[str]:
@@ -63,7 +66,7 @@ def select_sentences(
     question: str,
     q_vec: np.ndarray,
     retrieved: list[Retrieved],
-    sentence_vectors,  # callable: (list[Passage], field) -> list[np.ndarray (n_sent x dim)]
+    sentence_vectors,  # callable: list[(Passage, field)] -> list[np.ndarray (n_sent x dim)]
     *,
     max_passages: int = 3,
     max_sentences: int = 4,
@@ -77,8 +80,9 @@ def select_sentences(
     q_terms = question_terms(question)
     cands: list[Sentence] = []
     seen_questions: set[str] = set()
+    # one call for both fields: the sentences are embedded together, in as few batches as can be
+    vecs = iter(sentence_vectors([(r.passage, field) for field in FIELDS for r in top]))
     for field in FIELDS:
-        vecs = sentence_vectors([r.passage for r in top], field)
         for rank, (r, mat) in enumerate(zip(top, vecs)):
             text = getattr(r.passage, field)
             if field == "question":
@@ -131,6 +135,17 @@ def _with_antecedents(chosen: list[Sentence], cands: list[Sentence]) -> list[Sen
     return out
 
 
+def short_name(name: str) -> str:
+    """The surname, for a second mention: "Julie Morgan AM" -> "Morgan" (post-nominal
+    letters dropped), "The Chair" -> "The Chair"."""
+    toks = name.split()
+    while len(toks) > 2 and toks[-1].isupper() and len(toks[-1]) <= 4:
+        toks.pop()
+    if len(toks) == 2 and toks[0].lower() == "the":
+        return name
+    return toks[-1] if toks else name
+
+
 def attribution(p: Passage) -> str:
     if p.kind == "comment":
         return f"A reader, {p.speaker}, commented" + (f" ({p.comment_date})" if p.comment_date else "")
@@ -169,7 +184,7 @@ def compose(retrieved: list[Retrieved], chosen: list[Sentence]) -> tuple[str, li
             else:
                 who = attribution(p)
                 if p.speaker and p.speaker == last_speaker and p.kind == "answer":
-                    who = f"{p.speaker.split()[-1]} adds"
+                    who = f"{short_name(p.speaker)} adds"
                 parts.append(f"{who}: “{quote}”" if not parts else f"and {p.speaker or 'the answer'} replies: “{quote}”")
                 last_speaker = p.speaker
         citations.append(Citation(n=n, passage=p, quote=" … ".join(quotes), highlights=sorted(highlights)))

@@ -21,14 +21,18 @@ from ._errors import StoreMissingError, StoreUnavailableError
 from ._followup import Turn as HistoryTurn
 from ._followup import resolve
 from ._records import Answer, Passage, Retrieved
-from ._retrieve import Index, Query, hybrid_search, to_retrieved, topic_of
+from ._retrieve import Index, Query, hybrid_search, to_retrieved, top_indices, topic_of
 from ._settings import Settings
 from ._store import Store, TranscriptInfo
 
 REFUSAL = _answer.REFUSAL
+SENTENCES_NOW = 3000  # warm() embeds every sentence of a corpus up to this many passages before returning
+SENTENCES_BACKGROUND = 20000  # ... and in the background up to this many (float32: ~15 MB per 1,000 passages)
 
 
 class Engine:
+    _SENTENCE_BATCH = 16  # short texts of mixed length: smaller batches pad less (docs/BENCHMARKS.md)
+
     def __init__(
         self,
         settings: Settings,
@@ -51,6 +55,11 @@ class Engine:
         self._sent_cache_max = 20000
         self._cache_lock = threading.Lock()
         self._idf: dict[str, float] = {}
+        self._fill_limits: tuple[int, int] | None = None  # set by warm()
+        self._fill_done = threading.Event()
+        self._fill_done.set()
+        self._asking = 0  # questions in progress (the background sentence fill waits for them)
+        self._asking_lock = threading.Lock()
         self.search_options: dict[str, Any] = {}  # overrides for hybrid_search (experiments, benchmarks)
 
     # ------------------------------------------------------------------ store view
@@ -87,7 +96,9 @@ class Engine:
             self.store.reopen()  # the store changed, perhaps by another process
         for attempt in range(5):
             manifest = self.store.manifest()
-            passages, vectors = self.store.all_passages(with_vectors=True, manifest=manifest)
+            # float16 in memory: half the size, and cosines within ~1e-3 of float32 (the fusion
+            # and the filtered search use them; Chroma's HNSW search keeps float32)
+            passages, vectors = self.store.all_passages(with_vectors=True, manifest=manifest, vector_dtype=np.float16)
             counts: dict[str, int] = {}
             for p in passages:
                 counts[p.transcript] = counts.get(p.transcript, 0) + 1
@@ -100,6 +111,10 @@ class Engine:
         with self._cache_lock:
             self._sent_cache.clear()
         self._idf = _idf(passages)
+        del passages, vectors
+        _release_freed_memory()
+        if self._fill_limits:
+            self._prefill(self._index, wait=False)  # a question is waiting for this reload
 
     def transcripts(self) -> dict[str, TranscriptInfo]:
         self.index()
@@ -108,32 +123,83 @@ class Engine:
     def source_text(self, transcript: str) -> str:
         return self.store.source_text(transcript)
 
-    def warm(self, sentences_up_to: int = 3000) -> None:
-        """Load the model and the store view now rather than on the first question; for a
-        corpus of up to ``sentences_up_to`` passages also embed every sentence ahead of time."""
+    def warm(self, sentences_up_to: int = SENTENCES_NOW, background_up_to: int = SENTENCES_BACKGROUND) -> None:
+        """Load the model and the store view now rather than on the first question.
+
+        Answers quote sentences, scored with their own vectors; embedding the top passages'
+        sentences is most of the time of a question that finds them new. So for a corpus of up to
+        ``sentences_up_to`` passages every sentence is embedded here, before returning; up to
+        ``background_up_to`` passages, in a background thread that gives way to questions (and
+        starts again after the store changes). Larger corpora embed sentences as questions need
+        them (cached)."""
+        self._fill_limits = (sentences_up_to, background_up_to)
         index = self.index()
         self._encode(["warm up"])
-        if len(index) <= sentences_up_to:
+        self._prefill(index)
+
+    def _prefill(self, index: Index, wait: bool = True) -> None:
+        assert self._fill_limits is not None
+        now, background = self._fill_limits
+        n = len(index)
+        if not n or n > background:
+            self._fill_done.set()
+            return
+        with self._cache_lock:
+            self._sent_cache_max = max(self._sent_cache_max, len(_answer.FIELDS) * n + 1000)
+        if n <= now and wait:
+            self._fill_sentences(index)
+        else:
+            self._fill_done.clear()
+            threading.Thread(target=self._fill_sentences, args=(index, True), name="rag-sentences", daemon=True).start()
+
+    def _fill_sentences(self, index: Index, background: bool = False) -> None:
+        try:
             for i in range(0, len(index), 64):
-                for field in _answer.FIELDS:
-                    self._sentence_vectors(index.passages[i : i + 64], field)
+                if background and self._index is not index:
+                    return  # the store changed: the new view has its own fill
+                self._sentence_vectors([(p, f) for f in _answer.FIELDS for p in index.passages[i : i + 64]],
+                                       background=background)
+        except Exception:  # a background fill must never break the engine; questions embed on demand
+            if not background:
+                raise
+        finally:
+            if self._index is index:
+                self._fill_done.set()
+
+    def sentences_ready(self, timeout: float | None = None) -> bool:
+        """Wait (up to ``timeout`` seconds) for the sentence vectors warm() set out to embed."""
+        return self._fill_done.wait(timeout)
 
     # ------------------------------------------------------------------ embedding
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         with self._encode_lock:  # the tokenizer is not safe to share between threads
-            return self.embedder.encode(list(texts), batch_size=self.settings.batch_size)
+            return self.embedder.encode(list(texts), batch_size=batch_size or self.settings.batch_size)
 
-    def _sentence_vectors(self, passages: list[Passage], field: str = "text") -> list[np.ndarray]:
-        """Vectors of the quotable sentences of each passage's answer (or question), cached."""
-        keys = [f"{p.chunk_id}#{field}" for p in passages]
+    def _sentence_vectors(self, items: Sequence[tuple[Passage, str]], background: bool = False) -> list[np.ndarray]:
+        """Vectors of the quotable sentences of each (passage, field): the passage's answer
+        ("text") or its question ("question"); cached. ``background``: encode in short pieces
+        (sorted by length, so each batch pads little), each waiting until no question is being
+        answered, so that questions never queue behind the fill for long."""
+        keys = [f"{p.chunk_id}#{field}" for p, field in items]
         with self._cache_lock:
             cached = {k: self._sent_cache.get(k) for k in keys}
-        missing = [(k, p) for k, p in zip(keys, passages) if cached[k] is None]
+        missing = list({k: (p, field) for k, (p, field) in zip(keys, items) if cached[k] is None}.items())
         if missing:
-            spans = [_answer.passage_sentences(p, field) for _, p in missing]
-            flat = [getattr(p, field)[a:b] for (_, p), sp in zip(missing, spans) for a, b in sp]
-            vecs = self._encode(flat) if flat else np.zeros((0, 1), dtype=np.float32)
+            spans = [_answer.passage_sentences(p, field) for _, (p, field) in missing]
+            flat = [getattr(p, field)[a:b] for (_, (p, field)), sp in zip(missing, spans) for a, b in sp]
+            if not flat:
+                vecs = np.zeros((0, 1), dtype=np.float32)
+            elif background:
+                vecs = np.empty((len(flat), self.embedder.dimension), dtype=np.float32)
+                order = sorted(range(len(flat)), key=lambda i: len(flat[i]))
+                for at in range(0, len(order), 32):
+                    while self._asking:  # questions first
+                        time.sleep(0.005)
+                    piece = order[at : at + 32]
+                    vecs[piece] = self._encode([flat[i] for i in piece], 32)
+            else:
+                vecs = self._encode(flat, self._SENTENCE_BATCH)
             at = 0
             with self._cache_lock:
                 for (k, _), sp in zip(missing, spans):
@@ -182,6 +248,11 @@ class Engine:
 
     def _dense(self, index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any]) -> list[tuple[int, float]]:
         where = index.chroma_where(filters)
+        if where is not None and index.vectors is not None:
+            # Filtered (a speaker, a transcript): the matching passages' vectors in memory, searched
+            # exactly. Chroma filters its HNSW search through its metadata store, ~20x slower at
+            # 10,000 passages (docs/BENCHMARKS.md) and approximate.
+            return _exact_dense(index, q_vec, n, filters)
         out = []
         try:
             found = self.store.query(q_vec, n, where)
@@ -209,6 +280,16 @@ class Engine:
         on_token: Callable[[str], None] | None = None,
     ) -> Answer:
         """Answer a question with citations. ``history``: earlier answers of this conversation."""
+        with self._asking_lock:
+            self._asking += 1
+        try:
+            return self._ask(question, history=history, filters=filters, k=k, llm=llm, on_token=on_token)
+        finally:
+            with self._asking_lock:
+                self._asking -= 1
+
+    def _ask(self, question: str, *, history: Sequence[Answer], filters: dict[str, Any] | None, k: int | None,
+             llm: bool | None, on_token: Callable[[str], None] | None) -> Answer:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         k = k or self.settings.k
@@ -279,7 +360,7 @@ class Engine:
         best = 0.0
         for c in chosen:
             p = top[c.passage_rank].passage
-            mat = self._sentence_vectors([p], c.field)[0]
+            mat = self._sentence_vectors([(p, c.field)])[0]
             spans = _answer.passage_sentences(p, c.field)
             if (c.start, c.end) not in spans:
                 continue
@@ -301,14 +382,25 @@ class Engine:
 
 
 def _exact_dense(index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any]) -> list[tuple[int, float]]:
+    """Exact nearest passages from the in-memory vectors, among those passing the filters."""
     if index.vectors is None or not len(index):
         return []
-    sims = index.vectors @ q_vec
-    mask = index.mask(filters)
-    if mask is not None:
-        sims = np.where(mask, sims, -np.inf)
-    top = np.argsort(-sims)[:n]
-    return [(int(i), float(sims[i])) for i in top if np.isfinite(sims[i])]
+    rows = index.rows(filters)
+    sims = index.similarities(q_vec, rows)
+    top = top_indices(sims, n)
+    return [(int(i if rows is None else rows[i]), float(sims[i])) for i in top]
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory freed after a (re)load back to the system. Loading a large store goes
+    through many short-lived buffers (Chroma's pages, the token lists of BM25), and glibc keeps
+    freed memory for reuse: 100,000 passages left about 230 MB behind (docs/BENCHMARKS.md)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _refers_to(p: Passage, query: Query) -> bool:

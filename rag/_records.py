@@ -10,7 +10,7 @@ Kind = Literal["answer", "introduction", "comment", "statement"]
 TurnAct = Literal["question", "answer", "procedural", "statement", "introduction", "comment"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Segment:
     """A run of text and where it stands in the source: ``source[start:end]``.
 
@@ -84,7 +84,7 @@ class Transcript:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Passage:
     """One indexed, citable unit: an answer (or part of one) with the question that prompted it."""
 

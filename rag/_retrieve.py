@@ -98,6 +98,9 @@ class Query:
     roles: list[str] = field(default_factory=list)
 
 
+FILTER_KEYS = ("speaker", "transcript", "role", "kind", "date")
+
+
 class Index:
     """The store's current passages in memory, with a BM25 index and the speakers."""
 
@@ -129,17 +132,28 @@ class Index:
             self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
         self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
         self.speakers = _speaker_entries(speakers)
-        self.speaker_of = np.array([p.speaker for p in passages], dtype=object)
-        self._arrays: dict[str, np.ndarray] = {
-            "speaker": self.speaker_of,
-            "transcript": np.array([p.transcript for p in passages], dtype=object),
-            "role": np.array([p.role for p in passages], dtype=object),
-            "kind": np.array([p.kind for p in passages], dtype=object),
-            "date": np.array([p.date for p in passages], dtype=object),
-        }
+        # filter key -> value -> the rows that have it, so a filter costs its matches, not the store
+        self._rows: dict[str, dict[str, np.ndarray]] = {}
+        for key in FILTER_KEYS:
+            groups: dict[str, list[int]] = {}
+            for i, p in enumerate(passages):
+                groups.setdefault(getattr(p, key), []).append(i)
+            self._rows[key] = {v: np.asarray(ix, dtype=np.int64) for v, ix in groups.items()}
 
     def __len__(self) -> int:
         return len(self.passages)
+
+    def similarities(self, q_vec: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Cosine of the question with the stored vectors (of ``rows``, or all), as float32;
+        in blocks, so a float16 matrix is never copied whole."""
+        assert self.vectors is not None
+        q = np.asarray(q_vec, dtype=np.float32)
+        n = len(self.vectors) if rows is None else len(rows)
+        out = np.empty(n, dtype=np.float32)
+        for at in range(0, n, 8192):
+            block = self.vectors[at : at + 8192] if rows is None else self.vectors[rows[at : at + 8192]]
+            out[at : at + len(block)] = block.astype(np.float32) @ q
+        return out
 
     def neighbours(self, i: int, radius: int = 2, with_distance: bool = False) -> list:
         """Passages of the same transcript within ``radius`` positions (passages are kept in
@@ -259,26 +273,36 @@ class Index:
 
     # ------------------------------------------------------------------ filtering
 
-    def mask(self, filters: dict[str, Any]) -> np.ndarray | None:
-        """Boolean mask of passages passing the explicit filters (None = all)."""
-        m = None
+    def rows(self, filters: dict[str, Any]) -> np.ndarray | None:
+        """Sorted indices of the passages passing the explicit filters (None = all)."""
+        out = None
         for key, value in filters.items():
             if value in (None, "", []):
                 continue
-            if key not in self._arrays:
-                raise ValueError(f"unknown filter {key!r}; valid: {', '.join(sorted(self._arrays))}")
+            if key not in self._rows:
+                raise ValueError(f"unknown filter {key!r}; valid: {', '.join(FILTER_KEYS)}")
             values = value if isinstance(value, (list, tuple, set)) else [value]
             if key == "speaker":
                 allowed = set()
                 for v in values:
                     allowed.update(self.match_speakers(str(v)) or [str(v)])
                 values = list(allowed)
-            if key == "date":
-                arr = self._arrays["date"]
-                cur = np.array([any(str(d).startswith(str(v)) for v in values) for d in arr], dtype=bool)
+            groups = self._rows[key]
+            if key == "date":  # "2024" matches every date in 2024
+                keys = [d for d in groups if any(str(d).startswith(str(v)) for v in values)]
             else:
-                cur = np.isin(self._arrays[key], list(values))
-            m = cur if m is None else (m & cur)
+                keys = [v for v in values if v in groups]
+            cur = np.unique(np.concatenate([groups[k] for k in keys])) if keys else np.zeros(0, dtype=np.int64)
+            out = cur if out is None else np.intersect1d(out, cur, assume_unique=True)
+        return out
+
+    def mask(self, filters: dict[str, Any]) -> np.ndarray | None:
+        """Boolean mask of passages passing the explicit filters (None = all)."""
+        rows = self.rows(filters)
+        if rows is None:
+            return None
+        m = np.zeros(len(self.passages), dtype=bool)
+        m[rows] = True
         return m
 
     def chroma_where(self, filters: dict[str, Any]) -> dict | None:
@@ -378,14 +402,14 @@ def hybrid_search(
         if allowed is None or allowed[i]:
             d_cand[i] = max(cos, d_cand.get(i, -1.0))
     d_idx = sorted(d_cand, key=lambda i: -d_cand[i])[:pool]
-    l_idx = [int(i) for i in np.argsort(-lex)[:pool] if lex[i] > 0]
+    l_idx = [int(i) for i in top_indices(lex, pool) if lex[i] > 0]
     candidates = set(d_idx) | set(l_idx)
     if context > 0:
         candidates |= {j for i in list(candidates) for j in index.neighbours(i)}
     cand = np.array(sorted(candidates), dtype=np.int64)
     if cand.size == 0:
         return []
-    dense = index.vectors[cand] @ q_vec if index.vectors is not None else np.array([d_cand.get(int(i), 0.0) for i in cand])
+    dense = index.similarities(q_vec, cand) if index.vectors is not None else np.array([d_cand.get(int(i), 0.0) for i in cand])
     lex_max = float(lex.max()) if lex.max() > 0 else 1.0
     lexn = lex[cand] / lex_max
     if fusion == "convex":
@@ -407,13 +431,9 @@ def hybrid_search(
                 if nb in pos:
                     fused[j] += context / dist * base[pos[nb]]
     # The question names a speaker (or "the reader", "the interviewer"): theirs come first.
-    prefer = np.zeros(cand.size, dtype=bool)
-    if query.speakers:
-        prefer |= np.isin(index.speaker_of[cand], query.speakers)
-    if query.kinds:
-        prefer |= np.isin(index._arrays["kind"][cand], query.kinds)
-    if query.roles:
-        prefer |= np.isin(index._arrays["role"][cand], query.roles)
+    passages = index.passages
+    prefer = np.array([passages[i].speaker in query.speakers or passages[i].kind in query.kinds
+                       or passages[i].role in query.roles for i in cand], dtype=bool)
     ok = np.ones(cand.size, dtype=bool) if allowed is None else allowed[cand]
     scored = [
         Scored(int(i), float(fused[j] + (speaker_boost if prefer[j] else 0.0)), float(dense[j]), float(lexn[j]))
@@ -425,6 +445,14 @@ def hybrid_search(
 
 
 FUSIONS = ("convex", "rrf")
+
+
+def top_indices(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` highest scores, highest first (a partial sort: the store may be large)."""
+    if n >= scores.size:
+        return np.argsort(-scores, kind="stable")
+    part = np.argpartition(-scores, n - 1)[:n]
+    return part[np.argsort(-scores[part], kind="stable")]
 
 
 def diversify(index: Index, scored: list[Scored], k: int, per_answer: int = 2) -> list[Scored]:

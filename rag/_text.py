@@ -100,7 +100,7 @@ STOPWORDS = frozenset(
 
 
 def words(text: str) -> list[str]:
-    return [w.lower().strip("'’-") for w in _WORD.findall(text)]
+    return [w.strip("'’-") for w in _WORD.findall(text.lower())]
 
 
 def content_words(text: str) -> list[str]:
@@ -109,6 +109,14 @@ def content_words(text: str) -> list[str]:
 
 def fold(text: str) -> str:
     """Lowercase, strip accents and unify quote marks, for matching names and quotes."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    if text.isascii():  # the common case, and nothing below changes ASCII but the case
+        return text.lower()
+    text = _NON_ASCII.sub(_strip_accents, unicodedata.normalize("NFKD", text))
     return text.replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"').lower()
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _strip_accents(m: re.Match) -> str:
+    return "".join(ch for ch in m.group() if not unicodedata.combining(ch))

@@ -227,3 +227,24 @@ def test_names_the_transcripts_never_mention_are_abstained_on(engine):
 def test_speaker_named_question_is_judged_without_the_name(engine):
     a = engine.ask("Why did Amar Shah want the national improvement director job?")
     assert not a.abstained and a.citations[0].passage.speaker == "Amar Shah"
+
+
+def test_sentences_are_embedded_in_the_background_beyond_the_upfront_limit(seed_store, embedder):
+    """Over the up-front limit, warm() returns at once and a background thread embeds every
+    sentence; answers are the same before and after it finishes."""
+    e = Engine(seed_store, embedder=embedder)
+    e.warm(sentences_up_to=1, background_up_to=1000)
+    before = e.ask("What can we learn from Bangladesh?")
+    assert e.sentences_ready(timeout=120)
+    n = len(e.index())
+    assert len(e._sent_cache) == 2 * n  # every passage's answer and question sentences
+    after = e.ask("What can we learn from Bangladesh?")
+    assert after.text == before.text and after.evidence == pytest.approx(before.evidence, abs=1e-6)
+
+
+def test_no_background_fill_beyond_its_limit(seed_store, embedder):
+    e = Engine(seed_store, embedder=embedder)
+    e.warm(sentences_up_to=1, background_up_to=2)
+    assert e.sentences_ready(timeout=0)
+    assert len(e._sent_cache) == 0
+    assert not e.ask("What can we learn from Bangladesh?").abstained
