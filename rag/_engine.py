@@ -255,7 +255,9 @@ class Engine:
             return _exact_dense(index, q_vec, n, filters)
         out = []
         try:
-            found = self.store.query(q_vec, n, where)
+            # never more than the store holds: Chroma's HNSW (hnswlib) asked for more results than
+            # it has elements can leave a native thread behind that aborts the process at exit
+            found = self.store.query(q_vec, min(n, len(index)), where)
         except StoreUnavailableError:
             raise
         except Exception:

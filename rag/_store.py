@@ -417,7 +417,8 @@ class Store:
         """Nearest passages as (chroma id, cosine similarity), stale versions included;
         the caller keeps only current ones."""
         with self._guard():
-            # asking for more than the collection holds returns them all (no count() round trip)
+            # ``n`` must not exceed the collection's size (the caller knows it; a count() here costs a
+            # round trip per question)
             got = self._passages.query(query_embeddings=[vector.tolist()], n_results=n, where=where, include=["distances"])
         return [(i, 1.0 - d) for i, d in zip(got["ids"][0], got["distances"][0])]
 
