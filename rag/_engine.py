@@ -7,9 +7,11 @@ when another process changes the store.
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
@@ -154,11 +156,15 @@ class Engine:
 
     def _fill_sentences(self, index: Index, background: bool = False) -> None:
         try:
+            if background:
+                _FILLING.add(threading.current_thread())
             for i in range(0, len(index), 64):
-                if background and self._index is not index:
-                    return  # the store changed: the new view has its own fill
+                if background and (self._index is not index or _EXITING.is_set()):
+                    return  # the store changed (the new view has its own fill), or the process ends
                 self._sentence_vectors([(p, f) for f in _answer.FIELDS for p in index.passages[i : i + 64]],
                                        background=background)
+                if background:
+                    _release_freed_memory()  # the batches' buffers, freed, would otherwise pile up
         except Exception:  # a background fill must never break the engine; questions embed on demand
             if not background:
                 raise
@@ -194,8 +200,10 @@ class Engine:
                 vecs = np.empty((len(flat), self.embedder.dimension), dtype=np.float32)
                 order = sorted(range(len(flat)), key=lambda i: len(flat[i]))
                 for at in range(0, len(order), 32):
-                    while self._asking:  # questions first
+                    while self._asking and not _EXITING.is_set():  # questions first
                         time.sleep(0.005)
+                    if _EXITING.is_set():
+                        raise _Stopped
                     piece = order[at : at + 32]
                     vecs[piece] = self._encode([flat[i] for i in piece], 32)
             else:
@@ -391,6 +399,23 @@ def _exact_dense(index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any
     sims = index.similarities(q_vec, rows)
     top = top_indices(sims, n)
     return [(int(i if rows is None else rows[i]), float(sims[i])) for i in top]
+
+
+class _Stopped(Exception):
+    """The process is ending: a background fill stops between batches."""
+
+
+_EXITING = threading.Event()
+_FILLING: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_fills() -> None:
+    """Let background sentence fills finish their batch before the interpreter goes away: torch
+    running in a daemon thread during finalization aborts the process."""
+    _EXITING.set()
+    for t in list(_FILLING):
+        t.join(timeout=10)
 
 
 def _release_freed_memory() -> None:
