@@ -37,8 +37,6 @@ from pathlib import Path
 
 import _common as C
 
-SENTENCES_NOW = 3000  # rag._engine.SENTENCES_NOW: warm() embeds every sentence before returning
-SENTENCES_BACKGROUND = 20000  # rag._engine.SENTENCES_BACKGROUND: ... in the background (checked in main)
 
 
 def base_passages(folder: Path, work: Path, embedder) -> tuple[list, object, dict]:
@@ -57,6 +55,8 @@ def base_passages(folder: Path, work: Path, embedder) -> tuple[list, object, dic
 def clears_sentences(n: int) -> bool:
     """Over the background limit nothing embeds sentences ahead of questions: a pass of questions
     the engine has not seen must pay for them, so the cache is cleared before each pass."""
+    from rag._engine import SENTENCES_BACKGROUND
+
     return n > SENTENCES_BACKGROUND
 
 
@@ -204,11 +204,9 @@ def main(argv=None) -> int:
     from langchain_huggingface import HuggingFaceEmbeddings
 
     import rag
-    import rag._engine
     from rag import Engine
     from rag._embed import Embedder, resolve_model
-
-    assert (SENTENCES_NOW, SENTENCES_BACKGROUND) == (rag._engine.SENTENCES_NOW, rag._engine.SENTENCES_BACKGROUND)
+    from rag._engine import SENTENCES_BACKGROUND, SENTENCES_NOW
 
     if args.quick:
         folder, sizes, passes, seed_passes, nq = C.CORPUS, [30, 60], 1, 1, 4

@@ -281,12 +281,7 @@ class Index:
                 continue
             if key not in self._rows:
                 raise ValueError(f"unknown filter {key!r}; valid: {', '.join(FILTER_KEYS)}")
-            values = value if isinstance(value, (list, tuple, set)) else [value]
-            if key == "speaker":
-                allowed = set()
-                for v in values:
-                    allowed.update(self.match_speakers(str(v)) or [str(v)])
-                values = list(allowed)
+            values = self._filter_values(key, value)
             groups = self._rows[key]
             if key == "date":  # "2024" matches every date in 2024
                 keys = [d for d in groups if any(str(d).startswith(str(v)) for v in values)]
@@ -295,6 +290,17 @@ class Index:
             cur = np.unique(np.concatenate([groups[k] for k in keys])) if keys else np.zeros(0, dtype=np.int64)
             out = cur if out is None else np.intersect1d(out, cur, assume_unique=True)
         return out
+
+    def _filter_values(self, key: str, value: Any) -> list:
+        """A filter's values as a list; a speaker filter names the speakers it matches (a partial
+        name or a title may match several), or itself when it matches none."""
+        values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+        if key != "speaker":
+            return values
+        allowed: set[str] = set()
+        for v in values:
+            allowed.update(self.match_speakers(str(v)) or [str(v)])
+        return sorted(allowed)
 
     def mask(self, filters: dict[str, Any]) -> np.ndarray | None:
         """Boolean mask of passages passing the explicit filters (None = all)."""
@@ -310,13 +316,7 @@ class Index:
         for key, value in filters.items():
             if value in (None, "", []) or key == "date":
                 continue
-            values = value if isinstance(value, (list, tuple, set)) else [value]
-            if key == "speaker":
-                allowed: set[str] = set()
-                for v in values:
-                    allowed.update(self.match_speakers(str(v)) or [str(v)])
-                values = sorted(allowed)
-            values = list(values)
+            values = self._filter_values(key, value)
             clauses.append({key: {"$in": values}} if len(values) > 1 else {key: values[0]})
         if not clauses:
             return None
