@@ -363,6 +363,11 @@ def main(argv=None) -> int:
         hf = HuggingFaceEmbeddings(model_name=resolve_model(C.MODEL), model_kwargs={"device": "cpu"},
                                    encode_kwargs={"normalize_embeddings": True})
         hf.embed_documents(["warm up"])
+        # both pipelines write to Chroma: import it before any timing, like the models are loaded
+        # before it (otherwise whichever runs first pays the import, about 1 s)
+        import chromadb  # noqa: F401
+        import langchain_chroma  # noqa: F401
+
         if args.experiments_only:
             _, passages, _ = C.parse_and_chunk(folder, embedder)
             result["experiments"] = embed_experiments([p.embed_text for p in passages][::2], args.exp_reps, None if args.no_quality else folder, work)

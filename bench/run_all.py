@@ -154,7 +154,7 @@ def render(results: dict, meta: dict) -> str:
     if ing:
         L.append("## 1. Ingest throughput")
         L.append("")
-        L.append("`rag.ingest(folder)` into a new embedded store (model already loaded; discovery, hashing, parsing, chunking "
+        L.append("`rag.ingest(folder)` into a new embedded store (model loaded and chromadb imported before timing, for both pipelines; discovery, hashing, parsing, chunking "
                  "with exact token counts, embedding and writing to Chroma all timed) against (a) the ceiling, a plain "
                  "`SentenceTransformer.encode` of the very same passage texts (`p.embed_text` of the chunker's passages) "
                  "with the same batch size, and (b) the naive LangChain pipeline: `RecursiveCharacterTextSplitter(1000, 200)`, "

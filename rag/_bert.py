@@ -126,7 +126,7 @@ class BertEncoder:
                     m.to(torch.bfloat16)
         return cls(model, tokenizer, max_len, cfg["hidden_size"], bool(st_cfg.get("do_lower_case")), bf16)
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Unit-normalised float32 vectors (n, dimension), in the order given; each batch padded to its longest."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):

@@ -210,7 +210,7 @@ class Embedder:
             self._count_tok = counter
         return self._count_tok or None
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 32, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Unit-normalised float32 vectors, one row per text, in the order given."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -7,7 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from ._chunk import chunk_transcript
 from ._embed import Embedder
@@ -16,6 +16,8 @@ from ._parse import SUFFIXES, parse_bytes, transcript_id_for
 from ._records import Passage, Transcript
 from ._settings import Settings
 from ._store import Store
+
+_WRITE_GROUP = 1000  # passages per write: files are written together up to about this many
 
 
 @dataclass
@@ -186,12 +188,20 @@ def ingest(
 
         # nothing new (every file unchanged or failed): do not even load the model
         vectors = embedder.encode(texts, batch_size=settings.batch_size, progress=tick) if texts else None
+        # written in groups of files: Chroma's cost per write call is high (see Store.write_transcripts)
         at = 0
-        for transcript, passages, digest, result in todo:
-            store.write_transcript(transcript, passages, vectors[at : at + len(passages)], digest)
+        group: list[tuple[Transcript, list[Passage], Any, str]] = []
+        results_of_group: list[FileResult] = []
+        for n, (transcript, passages, digest, result) in enumerate(todo):
+            group.append((transcript, passages, vectors[at : at + len(passages)], digest))
+            results_of_group.append(result)
             at += len(passages)
-            if on_file:
-                on_file(result)
+            if n == len(todo) - 1 or sum(len(g[1]) for g in group) >= _WRITE_GROUP:
+                store.write_transcripts(group)
+                for r in results_of_group:
+                    if on_file:
+                        on_file(r)
+                group, results_of_group = [], []
         if prune and discovery_failed:
             notes.append("--prune skipped: some of the given paths could not be found or listed")
         elif prune:

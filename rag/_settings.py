@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     llm: str | None = Field(None, description="Optional LLM as provider:model for init_chat_model, e.g. ollama:llama3.1.")
     llm_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server for the LLM.")
     max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are rejected at ingest.")
-    batch_size: int = Field(64, ge=1, description="Embedding batch size.")
+    batch_size: int = Field(32, ge=1, description="Embedding batch size.")
     abstain_threshold: float = Field(
         0.35, description="Answers whose best evidence scores below this are abstained on (calibrated in docs/EVALUATION.md)."
     )

@@ -13,6 +13,8 @@ _ABBREV = {
     "fig", "approx", "dept", "govt", "gen", "col", "lt", "sgt", "capt", "rev", "mt", "inc", "ltd",
     "co", "corp", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
 }
+# control characters (Unicode category Cc) other than \n \r \t \f
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 _SENT_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s+|$)")
 
 
@@ -38,7 +40,7 @@ def decode(data: bytes, name: str) -> tuple[str, str]:
                     f"{name}: undecodable text (neither UTF-8, UTF-16 nor Windows-1252)",
                     "Save the file as UTF-8 and ingest it again.",
                 ) from None
-    controls = sum(1 for ch in text[:65536] if unicodedata.category(ch) == "Cc" and ch not in "\n\r\t\f")
+    controls = len(_CONTROLS.findall(text, 0, 65536))
     if controls > max(8, len(text[:65536]) // 200):
         raise TranscriptError(f"{name}: binary or corrupt file ({controls} control characters)")
     if not text.strip():

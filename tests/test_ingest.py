@@ -418,3 +418,35 @@ def test_a_rebuild_interrupted_before_the_rename_is_finished_on_open(tmp_path, e
     store._passages.modify(name=name + "_rebuild")
     store.reopen()
     assert store._passages.name == name and store.count() == n
+
+
+def test_files_are_written_in_groups_each_reported_once_written(tmp_path, embedder, monkeypatch):
+    """Several files go to Chroma in one write (a group of about rag._ingest._WRITE_GROUP passages);
+    every file is reported after its group is written, and an updated file in a later group
+    replaces its old passages."""
+    monkeypatch.setattr(rag._ingest, "_WRITE_GROUP", 3)
+    folder = tmp_path / "in"
+    write(folder / "a.md", GOOD_A)
+    write(folder / "b.txt", GOOD_B)
+    shutil.copy(SEED, write(folder / "c.txt", ""))
+    settings = load_settings(store=tmp_path / "store")
+    writes: list[list[str]] = []
+    real = Store.write_transcripts
+    monkeypatch.setattr(Store, "write_transcripts", lambda self, items: (writes.append([t.id for t, *_ in items]), real(self, items))[1])
+    counted_when_reported: dict[str, int] = {}
+    report = ingest([folder], settings, embedder=embedder,
+                    on_file=lambda r: counted_when_reported.setdefault(r.transcript, Store(settings).count()))
+    assert [f.status for f in report.files] == ["added"] * 3
+    assert [f.passages for f in report.files][:2] == [2, 2]
+    assert writes == [["a.md", "b.txt"], ["c.txt"]]  # 2 + 2 passages reach the group size of 3
+    # a file is reported once its passages are in the store
+    done = 0
+    for group in writes:
+        done += sum(f.passages for f in report.files if f.transcript in group)
+        assert all(counted_when_reported[t] == done for t in group)
+    assert Store(settings).count() == sum(f.passages for f in report.files)
+    write(folder / "b.txt", GOOD_B + "PP: And what gives you hope?\nAS: The people who do this work every day.\n")
+    again = ingest([folder], settings, embedder=embedder)
+    assert [f.status for f in again.files] == ["unchanged", "updated", "unchanged"]
+    assert Store(settings).count() == sum(f.passages for f in again.files)
+    assert len(stored(settings)["b.txt"]) == again.files[1].passages
