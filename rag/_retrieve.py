@@ -87,6 +87,8 @@ class SpeakerEntry:
     names: set[str]  # folded name tokens (first names, surnames, initials tags)
     titles: set[str]  # folded words of titles/descriptions ("minister", "chair", "finance")
     phrases: list[str]  # folded full names and aliases
+    heads: set[str] = field(default_factory=set)  # the titles' head nouns ("minister" of "Minister of Finance")
+    title_phrases: set[str] = field(default_factory=set)  # each title's words, joined ("minister finance")
 
 
 @dataclass
@@ -99,6 +101,16 @@ class Query:
 
 
 FILTER_KEYS = ("speaker", "transcript", "role", "kind", "date")
+_DETERMINERS = {"the", "our", "your", "this", "that"}
+
+
+@dataclass
+class _Reference:
+    start: int  # character range in the question
+    end: int
+    speaker: str
+    score: float  # name words, or title words (+0.5 for a whole title)
+    by_name: bool
 
 
 class Index:
@@ -132,6 +144,11 @@ class Index:
             self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
         self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
         self.speakers = _speaker_entries(speakers)
+        self._names_of = {e.name: e.names for e in self.speakers}
+        self._by_word: dict[str, list[SpeakerEntry]] = {}  # a name or title word -> its speakers
+        for e in self.speakers:
+            for w in e.names | e.titles:
+                self._by_word.setdefault(w, []).append(e)
         # filter key -> value -> the rows that have it, so a filter costs its matches, not the store
         self._rows: dict[str, dict[str, np.ndarray]] = {}
         for key in FILTER_KEYS:
@@ -210,58 +227,80 @@ class Index:
         return found
 
     def neutralize(self, question: str, query: "Query") -> str:
-        """The question with the speakers it names replaced by "they": "What did Amar Shah say
-        about X?" -> "What did they say about X?", so that judging the evidence is not swayed by
-        a passage mentioning the name."""
-        names: set[str] = set()
-        titles: set[str] = set()
-        for e in self.speakers:
-            if e.name in query.speakers:
-                names |= e.names
-                titles |= e.titles
-        if not names and not titles:
+        """The question with its references to the speakers it names replaced by "they": "What
+        did Amar Shah say about X?" -> "What did they say about X?", so that judging the evidence
+        is not swayed by a passage mentioning the name."""
+        refs = [r for r in self._references(question) if r.speaker in query.speakers]
+        if any(r.by_name for r in refs):
+            refs = [r for r in refs if r.by_name]  # named by name: leave title-like words alone
+        return _replace(question, refs)
+
+    def lexical_text(self, question: str, speakers: list[str]) -> str:
+        """The question as the lexical index reads it: references by title to the speakers it
+        names become "they". A passage's indexed text carries its speaker's and asker's names but
+        not their titles, so "prime minister" there only matches passages that mention the Prime
+        Minister (questions put to him, by others); the speaker preference ranks his own answers.
+        Names stay: they match the speaker and asker fields ("what did X reply to Y"); and when
+        the question also names the speaker, the title is part of its subject ("why did Amar Shah
+        want the national director job?") and stays too."""
+        if not speakers:
             return question
-        if set(re.sub(r"'s$", "", t) for t in words(fold(question))) & names:
-            titles = set()  # named by name: leave title-like words ("the national director") alone
-        out: list[str] = []
-        toks = re.findall(r"\w[\w'’.-]*|\W+", question)
-        i = 0
-        while i < len(toks):
-            w = fold(toks[i]).strip(".'’")
-            if w.endswith("'s") or w.endswith("’s"):
-                w = w[:-2]
-            if w in names or (w in ("the", "our", "your", "this") and i + 2 < len(toks) and fold(toks[i + 2]) in titles):
-                j = i + (1 if w in names else 3)
-                while j + 1 < len(toks) and not toks[j].strip() and fold(toks[j + 1]).strip(".'’") in (names | titles):
-                    j += 2
-                out.append("they")
-                i = j
-                continue
-            out.append(toks[i])
-            i += 1
-        return "".join(out)
+        refs = [r for r in self._references(question) if r.speaker in speakers]
+        if any(r.by_name for r in refs):
+            return question
+        return _replace(question, refs)
+
+    def _references(self, question: str) -> list["_Reference"]:
+        """Where the question refers to a speaker: by name ("Bains", "Amar Shah", "Williams'"),
+        or by a title after "the"/"our"/... that includes the title's head noun ("the minister",
+        "the finance minister", "the Minister of Seniors"; not "the seniors", a modifier of that
+        title, nor "the services")."""
+        toks = [(m.start(), m.end(), re.sub(r"'s?$", "", fold(m.group()).strip(".'’-").replace("’", "'")))
+                for m in re.finditer(r"\w[\w'’.-]*", question)]
+        candidates = {id(e): e for _, _, w in toks for e in self._by_word.get(w, ())}
+        refs: list[_Reference] = []
+        for e in candidates.values():
+            i = 0
+            while i < len(toks):
+                w = toks[i][2]
+                if w in e.names:
+                    j = i
+                    while j + 1 < len(toks) and toks[j + 1][2] in e.names:
+                        j += 1
+                    refs.append(_Reference(toks[i][0], toks[j][1], e.name, j - i + 1, True))
+                    i = j + 1
+                    continue
+                if w in _DETERMINERS:
+                    seq, j = [], i + 1
+                    while j < len(toks):
+                        t = toks[j][2]
+                        if t in e.titles:
+                            seq.append(t)
+                        elif not (t in ("of", "for") and seq and j + 1 < len(toks) and toks[j + 1][2] in e.titles):
+                            break
+                        j += 1
+                    if seq and e.heads.intersection(seq):
+                        exact = " ".join(seq) in e.title_phrases  # "the prime minister" is the whole title
+                        refs.append(_Reference(toks[i][0], toks[j - 1][1], e.name, len(seq) + 0.5 * exact, False))
+                        i = j
+                        continue
+                i += 1
+        return refs
 
     def speakers_in_question(self, question: str) -> tuple[list[str], list[str], list[str]]:
-        """(speaker names, kinds, roles) the question refers to. Names match on any name token;
-        titles ("the minister", "the chair") match on "the <title word>"."""
-        qf = fold(question)
-        toks = [re.sub(r"'s$", "", t) for t in words(qf)]  # "Shah's" names Shah
-        best = 0
-        names: list[str] = []
-        for s in self.speakers:
-            hits = len(set(toks) & s.names)
-            if not hits:
-                for i, t in enumerate(toks[:-1]):
-                    if t in ("the", "our", "your", "this") and toks[i + 1] in s.titles:
-                        # "the prime minister": every following word that is in the title counts
-                        j = i + 1
-                        while j < len(toks) and toks[j] in s.titles:
-                            j += 1
-                        hits = max(hits, j - i - 1)
-            if hits > best:
-                best, names = hits, [s.name]
-            elif hits and hits == best and s.name not in names:
-                names.append(s.name)
+        """(speaker names, kinds, roles) the question refers to. A speaker named by name counts
+        its distinct name words; one referred to by title, the title's words; the best win."""
+        toks = [re.sub(r"'s$", "", t) for t in words(fold(question))]  # "Shah's" names Shah
+        score: dict[str, float] = {}
+        named: dict[str, set[str]] = {}
+        for r in self._references(question):
+            if r.by_name:
+                named.setdefault(r.speaker, set()).update(w for w in toks if w in self._names_of[r.speaker])
+            else:
+                score[r.speaker] = max(score.get(r.speaker, 0.0), r.score)
+        score.update({name: float(len(ws)) for name, ws in named.items()})  # a name outranks a title
+        best = max(score.values(), default=0.0)
+        names = [e.name for e in self.speakers if best and score.get(e.name) == best]
         kinds, roles = [], []
         for t in toks:
             if t in _ROLE_WORDS:
@@ -323,7 +362,22 @@ class Index:
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+def _replace(question: str, refs: list[_Reference]) -> str:
+    """The question with each reference replaced by "they" (overlapping ones once)."""
+    out, at = [], 0
+    for r in sorted(refs, key=lambda r: (r.start, -r.end)):
+        if r.start < at:
+            continue
+        out += [question[at : r.start], "they"]
+        at = r.end
+    return "".join(out) + question[at:]
+
+
 _NAME_PREFIX = re.compile(r"^(mr|mrs|ms|miss|mx|dr|prof|professor|hon|rt|right hon|sir|dame|lord|lady|rev)\b\.?", re.I)
+
+
+_TITLE_PARTS = re.compile(r"\s+and\s+|\s*[,;/()\[\]–—]\s*|\s+-\s+")  # "Deputy Prime Minister and Minister of X"
+_COMPLEMENT = re.compile(r"\s+(?:of|for|to|on|in|at|with|from)\s+")
 
 
 def _speaker_entries(speakers: list[Speaker]) -> list[SpeakerEntry]:
@@ -344,6 +398,19 @@ def _speaker_entries(speakers: list[Speaker]) -> list[SpeakerEntry]:
         for w in words(fold(" ".join([s.description, *s.aliases, s.tag, s.name]))):
             if w not in STOPWORDS and len(w) > 2:
                 e.titles.add(w)
+        for label in [s.description, *s.aliases, s.tag, s.name]:
+            for n, part in enumerate(_TITLE_PARTS.split(fold(label))):
+                # the head noun ends the phrase before its complement: "minister" of "deputy prime
+                # minister", of "minister of finance", of "cabinet secretary for education"; the
+                # parts of a complement's list have none ("science" in "Minister of Innovation,
+                # Science and Industry")
+                head_part, *complement = _COMPLEMENT.split(part, maxsplit=1)
+                before = [w for w in words(head_part) if w not in STOPWORDS and w not in _HONORIFICS and len(w) > 2]
+                if before and (n == 0 or complement):
+                    e.heads.add(before[-1])
+                phrase = " ".join(w for w in words(part) if w not in STOPWORDS and len(w) > 2)
+                if phrase:
+                    e.title_phrases.add(phrase)
     # a "name" shared by many speakers ("chair" in "The Chair" and "The Acting Chair") is a title
     counts: dict[str, int] = {}
     for e in merged.values():
@@ -391,7 +458,7 @@ def hybrid_search(
     if n == 0:
         return []
     allowed = index.mask(query.filters)
-    q_tokens = [t for t in query_tokens(query.text) if t in index.vocab]
+    q_tokens = [t for t in query_tokens(index.lexical_text(query.text, query.speakers)) if t in index.vocab]
     lex = np.zeros(n, dtype=np.float32)
     if q_tokens:
         lex = np.asarray(index.bm25.get_scores(q_tokens), dtype=np.float32)

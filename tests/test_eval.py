@@ -30,8 +30,10 @@ SEED_ID = "nhs-impact-amar-shah-interview.txt"
 SEED_HIT5_FLOOR = 0.91
 SEED_ABSTAIN_FLOOR = 0.95
 # Measured on the development set (67 questions, k = 5, all six hearings in one store):
-# hit@5 0.910 (61 of 67); the floor allows two questions to slip.
+# hit@5 0.910 (61 of 67); the floor allows two questions to slip. hit@1 0.701 (47 of 67): its
+# floor is issue 3's target itself, so losing one first place fails.
 DEV_HIT5_FLOOR = 0.88
+DEV_HIT1_FLOOR = 0.70
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -374,3 +376,5 @@ def test_dev_set_hit_at_5(dev_store, embedder):
     assert report["n"] == 67
     hit5 = report["metrics"]["hit@5"]
     assert hit5 >= DEV_HIT5_FLOOR, f"dev hit@5 fell to {hit5} (floor {DEV_HIT5_FLOOR})"
+    hit1 = report["metrics"]["hit@1"]
+    assert hit1 >= DEV_HIT1_FLOOR, f"dev hit@1 fell to {hit1} (floor {DEV_HIT1_FLOOR})"
