@@ -395,8 +395,10 @@ def main(argv=None) -> int:
         old_ing = earlier["results"].get("ingest", {})
         if "ingest" in results and "experiments" not in results["ingest"] and "experiments" in old_ing:
             results["ingest"]["experiments"] = old_ing["experiments"]
-            results["ingest"]["experiments"]["reused_from"] = earlier["meta"]["machine"]["date"]
+            # reused more than once: it keeps the date of the run that measured it
+            when = results["ingest"]["experiments"].setdefault("reused_from", earlier["meta"]["machine"]["date"])
             meta["reused"]["benchmarks"].append("ingest experiments")
+            meta["reused"]["from"] = when
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(results, meta), encoding="utf-8")
     if args.json:
