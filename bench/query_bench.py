@@ -38,7 +38,6 @@ from pathlib import Path
 import _common as C
 
 
-
 def base_passages(folder: Path, work: Path, embedder) -> tuple[list, object, dict]:
     """Ingest ``folder`` for real; return its stored passages, vectors and parsed transcripts."""
     import rag

@@ -72,6 +72,16 @@ class _Bert(nn.Module):
         return (x.float() * w).sum(1) / w.sum(1).clamp(min=1e-9)
 
 
+def linear_weights_to_bf16(model: nn.Module) -> None:
+    """Store the Linear layers' weights in bfloat16 once. Autocast casts them to bfloat16 anyway,
+    but it forgets its casts when the ``with`` block ends, so each call would convert all the
+    weights again: a fixed cost that dominates a one-question encode. The products are the same
+    (the same rounding of the same weights); layer norms, softmax and embeddings stay float32."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.to(torch.bfloat16)
+
+
 def _json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -121,9 +131,7 @@ class BertEncoder:
         tokenizer.no_padding()
         model.eval().requires_grad_(False)
         if bf16:
-            for m in model.modules():
-                if isinstance(m, nn.Linear):
-                    m.to(torch.bfloat16)
+            linear_weights_to_bf16(model)
         return cls(model, tokenizer, max_len, cfg["hidden_size"], bool(st_cfg.get("do_lower_case")), bf16)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

@@ -146,7 +146,9 @@ class Embedder:
         model = SentenceTransformer(self.path, device="cpu")
         model.eval()
         if self.precision == "bf16":
-            _linear_weights_to_bf16(model)
+            from ._bert import linear_weights_to_bf16
+
+            linear_weights_to_bf16(model)
         return model
 
     @property
@@ -243,14 +245,3 @@ class Embedder:
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
 
-
-def _linear_weights_to_bf16(model) -> None:
-    """Store the Linear layers' weights in bfloat16 once. Autocast casts them to bfloat16 anyway,
-    but it forgets its casts when the ``with`` block ends, so each call would convert all the
-    weights again: a fixed cost that dominates a one-question encode. The products are the same
-    (the same rounding of the same weights); layer norms, softmax and embeddings stay float32."""
-    import torch
-
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
-            module.to(torch.bfloat16)

@@ -7,7 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from ._chunk import chunk_transcript
 from ._embed import Embedder
@@ -189,19 +189,24 @@ def ingest(
         # nothing new (every file unchanged or failed): do not even load the model
         vectors = embedder.encode(texts, batch_size=settings.batch_size, progress=tick) if texts else None
         # written in groups of files: Chroma's cost per write call is high (see Store.write_transcripts)
+        groups: list[list[tuple[Transcript, list[Passage], str, FileResult]]] = [[]]
+        size = 0
+        for item in todo:
+            if size >= _WRITE_GROUP:
+                groups.append([])
+                size = 0
+            groups[-1].append(item)
+            size += len(item[1])
         at = 0
-        group: list[tuple[Transcript, list[Passage], Any, str]] = []
-        results_of_group: list[FileResult] = []
-        for n, (transcript, passages, digest, result) in enumerate(todo):
-            group.append((transcript, passages, vectors[at : at + len(passages)], digest))
-            results_of_group.append(result)
-            at += len(passages)
-            if n == len(todo) - 1 or sum(len(g[1]) for g in group) >= _WRITE_GROUP:
-                store.write_transcripts(group)
-                for r in results_of_group:
-                    if on_file:
-                        on_file(r)
-                group, results_of_group = [], []
+        for group in groups:
+            items = []
+            for transcript, passages, digest, _ in group:
+                items.append((transcript, passages, vectors[at : at + len(passages)], digest))
+                at += len(passages)
+            store.write_transcripts(items)
+            if on_file:
+                for *_, result in group:
+                    on_file(result)
         if prune and discovery_failed:
             notes.append("--prune skipped: some of the given paths could not be found or listed")
         elif prune:

@@ -111,6 +111,7 @@ class _Reference:
     speaker: str
     score: float  # name words, or title words (+0.5 for a whole title)
     by_name: bool
+    words: tuple[str, ...]  # the name or title words it matched
 
 
 class Index:
@@ -144,7 +145,6 @@ class Index:
             self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
         self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
         self.speakers = _speaker_entries(speakers)
-        self._names_of = {e.name: e.names for e in self.speakers}
         self._by_word: dict[str, list[SpeakerEntry]] = {}  # a name or title word -> its speakers
         for e in self.speakers:
             for w in e.names | e.titles:
@@ -267,7 +267,7 @@ class Index:
                     j = i
                     while j + 1 < len(toks) and toks[j + 1][2] in e.names:
                         j += 1
-                    refs.append(_Reference(toks[i][0], toks[j][1], e.name, j - i + 1, True))
+                    refs.append(_Reference(toks[i][0], toks[j][1], e.name, j - i + 1, True, tuple(t[2] for t in toks[i : j + 1])))
                     i = j + 1
                     continue
                 if w in _DETERMINERS:
@@ -281,7 +281,7 @@ class Index:
                         j += 1
                     if seq and e.heads.intersection(seq):
                         exact = " ".join(seq) in e.title_phrases  # "the prime minister" is the whole title
-                        refs.append(_Reference(toks[i][0], toks[j - 1][1], e.name, len(seq) + 0.5 * exact, False))
+                        refs.append(_Reference(toks[i][0], toks[j - 1][1], e.name, len(seq) + 0.5 * exact, False, tuple(seq)))
                         i = j
                         continue
                 i += 1
@@ -290,19 +290,18 @@ class Index:
     def speakers_in_question(self, question: str) -> tuple[list[str], list[str], list[str]]:
         """(speaker names, kinds, roles) the question refers to. A speaker named by name counts
         its distinct name words; one referred to by title, the title's words; the best win."""
-        toks = [re.sub(r"'s$", "", t) for t in words(fold(question))]  # "Shah's" names Shah
         score: dict[str, float] = {}
         named: dict[str, set[str]] = {}
         for r in self._references(question):
             if r.by_name:
-                named.setdefault(r.speaker, set()).update(w for w in toks if w in self._names_of[r.speaker])
+                named.setdefault(r.speaker, set()).update(r.words)
             else:
                 score[r.speaker] = max(score.get(r.speaker, 0.0), r.score)
         score.update({name: float(len(ws)) for name, ws in named.items()})  # a name outranks a title
         best = max(score.values(), default=0.0)
         names = [e.name for e in self.speakers if best and score.get(e.name) == best]
         kinds, roles = [], []
-        for t in toks:
+        for t in (re.sub(r"'s$", "", w) for w in words(fold(question))):  # "the reader's comment"
             if t in _ROLE_WORDS:
                 what, value = _ROLE_WORDS[t]
                 (kinds if what == "kind" else roles).append(value)
@@ -395,10 +394,8 @@ def _speaker_entries(speakers: list[Speaker]) -> list[SpeakerEntry]:
             for w in words(fold(label)):
                 if w not in _HONORIFICS and len(w) >= 2 and w not in STOPWORDS:
                     e.names.add(w)
-        for w in words(fold(" ".join([s.description, *s.aliases, s.tag, s.name]))):
-            if w not in STOPWORDS and len(w) > 2:
-                e.titles.add(w)
         for label in [s.description, *s.aliases, s.tag, s.name]:
+            e.titles.update(w for w in words(fold(label)) if w not in STOPWORDS and len(w) > 2)
             for n, part in enumerate(_TITLE_PARTS.split(fold(label))):
                 # the head noun ends the phrase before its complement: "minister" of "deputy prime
                 # minister", of "minister of finance", of "cabinet secretary for education"; the

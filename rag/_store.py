@@ -190,12 +190,12 @@ class Store:
         per upsert call is high (5,453 passages took 6.7 s in calls of 130 and 4.0 s in calls of
         1,000; 42 manifest records 1.41 s one by one and 0.45 s in one call). A crash part-way
         leaves passages of versions no manifest record points at, which ``repair`` removes."""
+        if not items:
+            return
         ids: list[str] = []
         vecs: list[np.ndarray] = []
         docs: list[str] = []
         metas: list[dict[str, Any]] = []
-        if not items:
-            return
         for t, passages, vectors, file_hash in items:
             version = file_hash[:16]
             ids += [f"{p.chunk_id}@{version}" for p in passages]
