@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ._records import Citation, Passage, Retrieved
+from ._records import Citation, Passage, Retrieved, Speaker
 from ._text import content_words, fold, sentence_spans
 
 REFUSAL = "I couldn't find this in the transcripts."
@@ -146,49 +147,127 @@ def short_name(name: str) -> str:
     return toks[-1] if toks else name
 
 
-def attribution(p: Passage) -> str:
+SpeakerLookup = Callable[[str, str], "Speaker | None"]  # (transcript, name or tag) -> Speaker
+
+
+def manifest_speakers(manifest: Mapping[str, Any]) -> SpeakerLookup:
+    """The ``speakers`` lookup for compose(), from the store's manifest (transcript id -> info
+    with ``.speakers``): a speaker is found by display name or by tag."""
+    table: dict[tuple[str, str], Speaker] = {}
+    for tid, info in manifest.items():
+        for sp in info.speakers:
+            table.setdefault((tid, sp.name), sp)
+            table.setdefault((tid, sp.tag), sp)
+    return lambda transcript, name: table.get((transcript, name))
+
+
+def named(name: str, sp: Speaker | None) -> str:
+    """A person as the answer names them: by name, with the transcript's tag where it tags them
+    by something else ("Amar Shah (AS)"), so the reader can find them in the transcript."""
+    if name and sp is not None and sp.tag and sp.name == name and sp.tag.casefold() != name.casefold():
+        return f"{name} ({sp.tag})"
+    return name
+
+
+def attribution(p: Passage, name: str | None = None) -> str:
+    """Who says the answer's words, for the prose; ``name`` is the answerer as the answer names
+    them (default: the passage's speaker)."""
+    name = p.speaker if name is None else name
     if p.kind == "comment":
-        return f"A reader, {p.speaker}, commented" + (f" ({p.comment_date})" if p.comment_date else "")
+        return f"A reader, {name}, commented" + (f" ({p.comment_date})" if p.comment_date else "")
     if p.kind == "introduction":
         return "The introduction says"
-    if not p.speaker:
+    if not name:
         return f"The transcript {p.title or p.transcript} says"
-    return f"{p.speaker} says"
+    return f"{name} says"
 
 
-def compose(retrieved: list[Retrieved], chosen: list[Sentence]) -> tuple[str, list[Citation]]:
-    """Group the chosen sentences by passage (in rank order), quote them in document order,
-    attribute each group to its speaker (or to the one who asked) and cite it once."""
+def check_attribution(c: Citation) -> bool:
+    """Is the citation's quote the cited speaker's own words? The quoted field must be spoken by
+    that speaker (the answer by the passage's speaker, the question by its asker), every
+    highlight must lie inside that field's source ranges, and every quoted piece must be text of
+    that field. A citation that fails is never emitted: a quote from the question cited to the
+    answerer (or the other way round) would put words in someone else's mouth."""
+    p = c.passage
+    if c.field == "question":
+        owner, segments, text = p.question_speaker, p.question_segments, p.question
+    elif c.field == "text":
+        owner, segments, text = p.speaker, p.segments, p.text
+    else:
+        return False
+    if c.speaker != owner or not c.highlights or not c.quote.strip():
+        return False
+    ranges: list[list[int]] = []
+    for a, b in sorted((s.start, s.end) for s in segments):
+        if ranges and a <= ranges[-1][1]:
+            ranges[-1][1] = max(ranges[-1][1], b)
+        else:
+            ranges.append([a, b])
+    if not all(any(a <= lo < hi <= b for a, b in ranges) for lo, hi in c.highlights):
+        return False
+    flat = " ".join(text.split())  # quotes join sentences across paragraph breaks with a space
+    return all(" ".join(piece.split()) in flat for piece in c.quote.split(" … "))
+
+
+def compose(
+    retrieved: list[Retrieved], chosen: list[Sentence], speakers: SpeakerLookup | None = None
+) -> tuple[str, list[Citation]]:
+    """Group the chosen sentences by passage (in rank order) and, within a passage, by whose
+    words they are: the answer, then the asker's own statements in the question. Each group is
+    one quote of one person, quoted in document order, attributed to that person in the prose and
+    cited once with its own [n]. ``speakers`` ((transcript, name) -> Speaker) gives the asker's
+    role and the tags people are named with; a group that fails check_attribution is left out."""
+    lookup = speakers or (lambda transcript, name: None)
     groups: dict[int, list[Sentence]] = {}
     for s in chosen:
         groups.setdefault(s.passage_rank, []).append(s)
     lines: list[str] = []
     citations: list[Citation] = []
     last_speaker = None
-    for n, rank in enumerate(sorted(groups), 1):
+    for rank in sorted(groups):
         p = retrieved[rank].passage
         parts: list[str] = []
-        quotes: list[str] = []
-        highlights: list[tuple[int, int]] = []
         for field in FIELDS:
-            sents = sorted((s for s in groups[rank] if s.field == field), key=lambda s: s.start)
+            spans = p.question_spans if field == "question" else p.source_spans
+            who = p.question_speaker if field == "question" else p.speaker
+            # each sentence on its own first, so one stray sentence does not sink the others
+            sents = sorted(
+                (s for s in groups[rank] if s.field == field
+                 and check_attribution(Citation(0, p, s.text, spans(s.start, s.end), speaker=who, field=field))),  # type: ignore[arg-type]
+                key=lambda s: s.start,
+            )
             if not sents:
                 continue
-            quote = _join_quotes(getattr(p, field), sents)
-            quotes.append(quote)
-            spans = p.question_spans if field == "question" else p.source_spans
-            for s in sents:
-                highlights.extend(spans(s.start, s.end))
-            if field == "question":
-                parts.append(f"{p.question_speaker or 'The interviewer'} said in a question: “{quote}”")
+            sp = lookup(p.transcript, who) if who else None
+            role = p.role if field == "text" else (sp.role if sp is not None else "other")
+            c = Citation(
+                n=len(citations) + 1,
+                passage=p,
+                quote=_join_quotes(getattr(p, field), sents),
+                highlights=sorted(h for s in sents for h in spans(s.start, s.end)),
+                speaker=who,
+                role=role,
+                field=field,  # type: ignore[arg-type]
+            )
+            if not check_attribution(c):
+                continue
+            citations.append(c)
+            name = named(who, sp)
+            if field == "question" and parts:  # the answer came first: the question is its context
+                parts[-1] += ","
+                parts.append(f"answering {name or 'the interviewer'}, who said in the question: “{c.quote}” [{c.n}]")
+            elif field == "question":
+                parts.append(f"{name or 'The interviewer'} said in a question: “{c.quote}” [{c.n}]")
             else:
-                who = attribution(p)
-                if p.speaker and p.speaker == last_speaker and p.kind == "answer":
-                    who = f"{short_name(p.speaker)} adds"
-                parts.append(f"{who}: “{quote}”" if not parts else f"and {p.speaker or 'the answer'} replies: “{quote}”")
-                last_speaker = p.speaker
-        citations.append(Citation(n=n, passage=p, quote=" … ".join(quotes), highlights=sorted(highlights)))
-        lines.append(" ".join(parts) + f" [{n}]")
+                said = attribution(p, name)
+                if who and who == last_speaker and p.kind == "answer":
+                    said = f"{short_name(who)} adds"
+                parts.append(f"{said}: “{c.quote}” [{c.n}]")
+            last_speaker = who
+        if parts:
+            lines.append(" ".join(parts))
+    if not citations:  # nothing could be quoted with its true speaker
+        return REFUSAL, []
     return "\n\n".join(lines), citations
 
 

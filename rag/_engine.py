@@ -336,7 +336,7 @@ class Engine:
         if abstained:
             text, citations = REFUSAL, []
         else:
-            text, citations = _answer.compose(top, chosen)
+            text, citations = _answer.compose(top, chosen, speakers=_answer.manifest_speakers(self._manifest))
             if use_llm:
                 from ._llm import llm_answer
 

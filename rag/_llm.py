@@ -143,7 +143,8 @@ def check_citations(raw: str, passages: list[Retrieved]) -> tuple[str, list[Cita
         best = sorted(best) or [(0, len(p.text))]
         quote = " … ".join(p.text[a:b] for a, b in best)
         highlights = [h for a, b in best for h in p.source_spans(a, b)]
-        citations.append(Citation(n=n, passage=p, quote=quote, highlights=highlights))
+        # the model's claims rest on the answer: the citation names its speaker, like compose()'s
+        citations.append(Citation(n=n, passage=p, quote=quote, highlights=highlights, speaker=p.speaker, role=p.role, field="text"))
     return " ".join(out), citations
 
 

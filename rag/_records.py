@@ -159,12 +159,31 @@ def map_spans(segments: list[Segment], start: int, end: int) -> list[tuple[int, 
     return spans
 
 
+CitedField = Literal["text", "question"]
+
+
 @dataclass
 class Citation:
+    """One quote of one person. ``field`` says whose words in the passage are quoted: "text",
+    the answer (its speaker is the passage's ``speaker``), or "question", the asker's own words
+    (``question_speaker``). ``speaker`` and ``role`` name that person; left empty, they are
+    taken from the passage (the answerer, or the asker with role "other" when unknown)."""
+
     n: int
     passage: Passage
     quote: str
     highlights: list[tuple[int, int]]  # ranges in the source text
+    speaker: str = ""
+    role: Role | Literal[""] = ""
+    field: CitedField = "text"
+
+    def __post_init__(self) -> None:
+        if self.field == "question":
+            self.speaker = self.speaker or self.passage.question_speaker
+            self.role = self.role or "other"
+        else:
+            self.speaker = self.speaker or self.passage.speaker
+            self.role = self.role or self.passage.role
 
 
 @dataclass
@@ -198,8 +217,9 @@ class Answer:
                     "n": c.n,
                     "chunk_id": c.passage.chunk_id,
                     "transcript": c.passage.transcript,
-                    "speaker": c.passage.speaker,
-                    "role": c.passage.role,
+                    "speaker": c.speaker,
+                    "role": c.role,
+                    "field": c.field,
                     "start_char": c.passage.start_char,
                     "end_char": c.passage.end_char,
                     "quote": c.quote,

@@ -260,8 +260,11 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         print("\nSources:")
         for c in answer.citations:
             p = c.passage
-            print(f"[{c.n}] {p.speaker} ({p.role}), {p.transcript} — {p.chunk_id}")
-            if p.question:
+            # the person whose words are quoted: the answerer, or the asker for words of a question
+            print(f"[{c.n}] {c.speaker or 'Unattributed'} ({c.role}), {p.transcript} — {p.chunk_id}")
+            if c.field == "question":
+                print(f"    in a question to {p.speaker or 'the answerer'}")
+            elif p.question:
                 q = p.question if len(p.question) < 200 else "…" + p.question[-200:]
                 print(f"    asked by {p.question_speaker}: {q}")
             print(f"    “{c.quote}”")

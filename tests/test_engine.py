@@ -117,7 +117,8 @@ def test_json_shape(engine):
     data = json.loads(json.dumps(a.to_json()))
     assert set(data) == {"question", "answer", "abstained", "citations", "retrieved", "timings_ms"}
     c = data["citations"][0]
-    assert set(c) == {"n", "chunk_id", "transcript", "speaker", "role", "start_char", "end_char", "quote", "highlights"}
+    assert set(c) == {"n", "chunk_id", "transcript", "speaker", "role", "field", "start_char", "end_char", "quote", "highlights"}
+    assert (c["speaker"], c["role"], c["field"]) == ("Amar Shah", "interviewee", "text")
     r = data["retrieved"][0]
     assert set(r) == {"rank", "chunk_id", "transcript", "speaker", "start_char", "end_char", "score"}
     assert [x["rank"] for x in data["retrieved"]] == list(range(1, len(data["retrieved"]) + 1))

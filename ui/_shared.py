@@ -321,11 +321,22 @@ def speaker_lookup(transcripts: dict[str, Any]) -> dict[tuple[str, str], Any]:
     return out
 
 
-def passage_label(p, transcripts: dict[str, Any]) -> str:
-    """Plain-text one-liner for a passage: who and where (escape before showing)."""
+def _asks(citation) -> bool:
+    """Does the citation quote the asker's words in the question (not the answer)?"""
+    return citation is not None and getattr(citation, "field", "text") == "question"
+
+
+def passage_label(p, transcripts: dict[str, Any], citation=None) -> str:
+    """Plain-text one-liner for a passage: who and where (escape before showing). With the
+    ``citation`` that quotes it, "who" is the person quoted: the asker for a question's words."""
     info = transcripts.get(p.transcript)
     title = info.title if info else p.title or p.transcript
-    if p.kind == "introduction":
+    if _asks(citation):
+        who = citation.speaker or "The interviewer"
+        if citation.role and citation.role != "other":
+            who += f" ({citation.role})"
+        who += f", in a question to {p.speaker}" if p.speaker else ", in a question"
+    elif p.kind == "introduction":
         who = "Introduction"
     elif p.kind == "comment":
         who = f"Reader comment by {p.speaker}" if p.speaker else "Reader comment"
@@ -336,14 +347,25 @@ def passage_label(p, transcripts: dict[str, Any]) -> str:
     return f"{who} — {title}"
 
 
-def passage_card_html(p, transcripts: dict[str, Any], highlights: Sequence[tuple[int, int]] = ()) -> str:
+def passage_card_html(p, transcripts: dict[str, Any], highlights: Sequence[tuple[int, int]] = (), citation=None) -> str:
     """A source card: speaker and role, title and date, the question asked (and by whom), the
-    passage with the quoted sentences marked, timestamps. All transcript text escaped."""
+    passage with the quoted sentences marked, timestamps. All transcript text escaped. The card
+    is headed by the person the ``citation`` quotes: for words of a question, the asker, with
+    the answer shown after it as context."""
     info = transcripts.get(p.transcript)
     speakers = speaker_lookup(transcripts)
     parts: list[str] = []
     sp = speakers.get((p.transcript, p.speaker))
-    if p.kind == "introduction":
+    asks = _asks(citation)
+    if asks:
+        qs = speakers.get((p.transcript, citation.speaker))
+        who = f"<b>{esc(citation.speaker) or 'The interviewer'}</b>"
+        if citation.role:
+            who += f" · {esc(citation.role)}"
+        if qs is not None and qs.description:
+            who += f" — {esc(qs.description)}"
+        who += f" · in a question to {esc(p.speaker)}" if p.speaker else " · in a question"
+    elif p.kind == "introduction":
         who = "<b>Introduction</b>"
     elif p.kind == "comment":
         who = f"<b>Reader comment</b> by {esc(p.speaker) or 'an unnamed reader'}" + (f" · {esc(p.comment_date)}" if p.comment_date else "")
@@ -372,7 +394,11 @@ def passage_card_html(p, transcripts: dict[str, Any], highlights: Sequence[tuple
         q_html = marked_html(p.question, q_ranges) if q_ranges else text_html(p.question)
         parts.append(f'<div class="rag-q"><span class="rag-label">Question{by}:</span> {q_html}</div>')
     ranges = [(a, b, "mark") for a, b in text_ranges(p.segments, highlights)]
-    parts.append(f'<div class="rag-passage">{marked_html(p.text, ranges)}</div>')
+    if asks:  # the answer is context here: say whose it is
+        reply = f"Answer ({esc(p.speaker)}):" if p.speaker else "Answer:"
+        parts.append(f'<div class="rag-passage"><span class="rag-label">{reply}</span> {marked_html(p.text, ranges)}</div>')
+    else:
+        parts.append(f'<div class="rag-passage">{marked_html(p.text, ranges)}</div>')
     return f'<div class="rag-card">{"".join(parts)}</div>'
 
 
@@ -399,12 +425,14 @@ def conversation_markdown(chat: list[dict[str, Any]], transcripts: dict[str, Any
                 info = transcripts.get(p.transcript)
                 title = info.title if info else p.title or p.transcript
                 date = (info.date if info else p.date) or ""
-                head = f"[{c.n}] {passage_label(p, transcripts).split(' — ')[0]} — {title}" + (f", {date}" if date else "")
+                head = f"[{c.n}] {passage_label(p, transcripts, c).split(' — ')[0]} — {title}" + (f", {date}" if date else "")
                 lines.append(f"- {head} (`{p.chunk_id}`, characters {p.start_char}–{p.end_char})")
                 if p.question:
                     qs = speaker_lookup(transcripts).get((p.transcript, p.question_speaker))
                     asker = qs.name if qs is not None else p.question_speaker
                     lines.append(f"  - Question{f' ({asker})' if asker else ''}: {p.question}")
+                if _asks(c):
+                    lines.append(f"  - Answer{f' ({p.speaker})' if p.speaker else ''}: {p.text}")
                 lines.append(f"  - Quote: “{c.quote}”")
             lines.append("")
         elif a.abstained and a.retrieved:

@@ -137,9 +137,10 @@ def _open_in_transcript(p, highlights, label: str) -> None:
     st.switch_page(ui.page("transcripts", ui.TRANSCRIPTS_PAGE), query_params={"t": p.transcript, "p": p.chunk_id})
 
 
-def _source_card(mid: str, n: str, p, highlights, transcripts: dict[str, Any], label: str, expanded: bool = False) -> None:
+def _source_card(mid: str, n: str, p, highlights, transcripts: dict[str, Any], label: str, expanded: bool = False,
+                 citation=None) -> None:
     with st.expander(ui.md_escape(label), expanded=expanded, key=f"card-{mid}-{n}"):
-        ui.html_block(ui.passage_card_html(p, transcripts, highlights), "rag-card-wrap")
+        ui.html_block(ui.passage_card_html(p, transcripts, highlights, citation), "rag-card-wrap")
         if st.button("View in transcript", key=f"view-{mid}-{n}", icon=":material/article:"):
             _open_in_transcript(p, highlights, label)
 
@@ -158,8 +159,8 @@ def render_answer(msg: dict[str, Any], transcripts: dict[str, Any]) -> None:
     if a.notice:
         st.info(ui.md_escape(a.notice))
     for c in a.citations:
-        label = f"[{c.n}] " + ui.passage_label(c.passage, transcripts)
-        _source_card(mid, str(c.n), c.passage, c.highlights, transcripts, label)
+        label = f"[{c.n}] " + ui.passage_label(c.passage, transcripts, c)  # names the person quoted
+        _source_card(mid, str(c.n), c.passage, c.highlights, transcripts, label, citation=c)
     if a.abstained and a.retrieved:
         st.caption("Possibly related passages (not enough to answer):")
         for r in a.retrieved[:3]:
