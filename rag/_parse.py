@@ -14,6 +14,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ._errors import TranscriptError
+from ._identity import link_speakers
 from ._records import Segment, Speaker, Transcript, Turn
 from ._roles import assign_acts
 from ._text import decode
@@ -662,7 +663,7 @@ def _build(text: str, transcript_id: str, fmt: str, raw: list[_RawTurn], meta: _
     preset = {i for i, r in enumerate(x for x in raw if x.segments) if r.act}
     assign_acts(turns, speakers, preset)
     title = meta.title or _title_from_id(transcript_id)
-    return Transcript(
+    transcript = Transcript(
         id=transcript_id,
         text=text,
         format=fmt,
@@ -673,6 +674,8 @@ def _build(text: str, transcript_id: str, fmt: str, raw: list[_RawTurn], meta: _
         turns=turns,
         warnings=meta.warnings,
     )
+    link_speakers(transcript)  # "AS" -> "Amar Shah" when the title or introduction names him
+    return transcript
 
 
 def _title_from_id(transcript_id: str) -> str:

@@ -40,6 +40,9 @@ class Speaker:
     description: str = ""
     aliases: list[str] = field(default_factory=list)
     turns: int = 0
+    # the forms the person goes by when the transcript links a tag to a full name (rag._identity):
+    # full name, first name and surname as written alone, the tag ("Amar Shah", "Amar", "AS")
+    names: list[str] = field(default_factory=list)
 
 
 @dataclass

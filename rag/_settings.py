@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-CHUNKER_VERSION = 3  # bump when passages or their embedded text change
+CHUNKER_VERSION = 4  # bump when passages or their embedded text change
 
 
 class Settings(BaseSettings):

@@ -481,7 +481,7 @@ def _manifest_meta(t: Transcript, passages: list[Passage], file_hash: str) -> di
             turns_by_speaker[turn.speaker] = turns_by_speaker.get(turn.speaker, 0) + 1
     speakers = [
         {"tag": s.tag, "name": s.name, "role": s.role, "description": s.description,
-         "aliases": s.aliases, "turns": turns_by_speaker.get(k, 0)}
+         "aliases": s.aliases, "turns": turns_by_speaker.get(k, 0), "names": s.names}
         for k, s in t.speakers.items()
     ]
     return {
@@ -578,7 +578,7 @@ def passage_from_meta(doc: str, md: dict[str, Any], shared: dict[str, str] | Non
 def _info(tid: str, md: dict[str, Any]) -> TranscriptInfo:
     speakers = [
         Speaker(tag=s["tag"], name=s["name"], role=s.get("role") or "other", description=s.get("description", ""),
-                aliases=s.get("aliases", []), turns=s.get("turns", 0))
+                aliases=s.get("aliases", []), turns=s.get("turns", 0), names=s.get("names", []))
         for s in json.loads(md.get("speakers", "[]"))
     ]
     return TranscriptInfo(

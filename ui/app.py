@@ -239,10 +239,13 @@ def sidebar(settings, engine, transcripts: dict[str, Any]):
             "Transcript", tids, key="f_transcript", persist_state="session",
             format_func=lambda t: "All transcripts" if not t else f"{transcripts[t].title} ({t})" if transcripts[t].title != t else t,
         )
-        names = sorted({p.speaker for p in passages if p.speaker and (not tid or p.transcript == tid)}, key=str.lower)
+        # who answered and who asked: the interviewer's words are in the questions
+        names = sorted({s for p in passages if not tid or p.transcript == tid for s in (p.speaker, p.question_speaker) if s},
+                       key=str.lower)
         speaker = st.selectbox("Speaker", [""] + names, key="f_speaker", persist_state="session",
                                format_func=lambda s: s or "Any speaker")
-        roles = sorted({p.role for p in passages if p.role and (not tid or p.transcript == tid)})
+        roles = sorted({p.role for p in passages if p.role and (not tid or p.transcript == tid)}
+                       | {sp.role for t, info in transcripts.items() if not tid or t == tid for sp in info.speakers if sp.role})
         role = st.selectbox("Role", [""] + roles, key="f_role", persist_state="session",
                             format_func=lambda r: r or "Any role")
         st.subheader("Answers")
