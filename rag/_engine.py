@@ -20,10 +20,10 @@ import numpy as np
 from . import _answer
 from ._embed import Embedder
 from ._errors import StoreMissingError, StoreUnavailableError
-from ._followup import Turn as HistoryTurn
-from ._followup import resolve
 from ._records import Answer, Passage, Retrieved
-from ._retrieve import Index, Query, hybrid_search, to_retrieved, top_indices, topic_of
+from ._rank import Candidates, weight_vector
+from ._query import HistoryTurn, QueryPlan, plan
+from ._retrieve import Index, candidates, rank, to_retrieved, top_indices
 from ._settings import Settings
 from ._store import Store, TranscriptInfo
 
@@ -62,7 +62,6 @@ class Engine:
         self._fill_done.set()
         self._asking = 0  # questions in progress (the background sentence fill waits for them)
         self._asking_lock = threading.Lock()
-        self.search_options: dict[str, Any] = {}  # overrides for hybrid_search (experiments, benchmarks)
 
     # ------------------------------------------------------------------ store view
 
@@ -220,39 +219,50 @@ class Engine:
     # ------------------------------------------------------------------ asking
 
     def retrieve(self, question: str, *, filters: dict[str, Any] | None = None, k: int | None = None,
-                 history: Sequence[Answer] = (), timings: dict[str, float] | None = None) -> tuple[Query, np.ndarray, list[Retrieved]]:
+                 history: Sequence[Answer] = (), timings: dict[str, float] | None = None) -> tuple[QueryPlan, np.ndarray, list[Retrieved]]:
         timings = {} if timings is None else timings
         k = k or self.settings.k
+        index, query, q_vec, cands = self.candidates(question, filters=filters, history=history, timings=timings)
+        t3 = time.perf_counter()
+        r = self.settings.ranking
+        scored = rank(index, cands, weight_vector(r.weights), k, r.per_answer)
+        timings["fuse_ms"] = (time.perf_counter() - t3) * 1000
+        retrieved = to_retrieved(index, scored, max(k, 10))
+        return query, q_vec, retrieved
+
+    def candidates(self, question: str, *, filters: dict[str, Any] | None = None, history: Sequence[Answer] = (),
+                   timings: dict[str, float] | None = None) -> tuple[Index, QueryPlan, np.ndarray, Candidates]:
+        """The question read against the store, and its candidate passages with their ranking
+        features (what `rag fit` learns the weights from)."""
+        timings = {} if timings is None else timings
+        r = self.settings.ranking
         t0 = time.perf_counter()
         index = self.index()
         if len(index) == 0:
             raise StoreMissingError(f"the store at {self.settings.describe_store()} has no passages")
         turns = [_history_turn(a) for a in history]
-        res = resolve(question, turns, filters, self._rarity)
-        if res.followup and (self.settings.llm or self._chat_model is not None):
+        p = self.settings.planning
+        query = plan(question, turns, index.corpus, filters, self._rarity, strip_request=p.strip_request,
+                     title_neutral=p.title_neutral, scope=p.scope)
+        if query.followup and (self.settings.llm or self._chat_model is not None):
             from ._llm import rewrite_followup
 
             rewritten = rewrite_followup(self._chat(), question, [t.question for t in turns])
             if rewritten:
-                res.text = rewritten
-        speakers, kinds, roles = index.speakers_in_question(res.text if not res.followup else question)
-        speakers = speakers or res.speakers
-        query = Query(text=res.text, filters=res.filters, speakers=speakers, kinds=kinds, roles=roles)
+                query = plan(rewritten, [], index.corpus, query.filters, self._rarity, strip_request=p.strip_request,
+                             title_neutral=p.title_neutral, scope=p.scope)
+                query.question, query.followup = question, True
         timings["load_ms"] = (time.perf_counter() - t0) * 1000
         t1 = time.perf_counter()
-        q_vec = self._encode([topic_of(query.text)])[0]
+        q_vec = self._encode([query.embed_text])[0]
         timings["embed_ms"] = (time.perf_counter() - t1) * 1000
         t2 = time.perf_counter()
-        pool = max(50, 10 * k)
-        hits = self._dense(index, q_vec, pool, query.filters)
-        if query.speakers:
-            hits += self._dense(index, q_vec, pool, {**query.filters, "speaker": query.speakers})
+        hits = self._dense(index, q_vec, r.pool, query.filters)
+        if query.speakers and p.speaker_pool:
+            hits += self._dense(index, q_vec, r.pool, {**query.filters, "speaker": query.speakers})
         timings["dense_ms"] = (time.perf_counter() - t2) * 1000
-        t3 = time.perf_counter()
-        scored = hybrid_search(index, hits, query, q_vec, k, **self.search_options)
-        timings["fuse_ms"] = (time.perf_counter() - t3) * 1000
-        retrieved = to_retrieved(index, scored, max(k, 10))
-        return query, q_vec, retrieved
+        cands = candidates(index, hits, query, q_vec, pool=r.pool, rr_k=r.rr_k, short_words=r.short_words)
+        return index, query, q_vec, cands
 
     def _dense(self, index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any]) -> list[tuple[int, float]]:
         where = index.chroma_where(filters)
@@ -305,32 +315,14 @@ class Engine:
         question = (question or "").strip()
         if not question:
             return Answer(question, REFUSAL, [], [], True, timings, notice="Ask a question.")
+        # plan -> retrieve
         query, q_vec, retrieved = self.retrieve(question, filters=filters, k=k, history=history, timings=timings)
         t4 = time.perf_counter()
         top = retrieved[:k]
-        index = self.index()
-        refers = bool(query.speakers or query.kinds or query.roles)
-        evidence_text, evidence_vec = topic_of(query.text), q_vec
-        pool = top
-        if refers:
-            # "What did Hopkins say about X?": quote the named speaker's passages, and judge the
-            # evidence without the name (a passage mentioning Hopkins is not thereby about X)
-            named = [r for r in top if _refers_to(r.passage, query)]
-            pool = named or top
-            neutral = index.neutralize(evidence_text, query)
-            if neutral != evidence_text:
-                evidence_text, evidence_vec = neutral, self._encode([neutral])[0]
-        chosen = _answer.select_sentences(query.text, q_vec, pool, self._sentence_vectors, idf=self._idf)
-        pool_ranks = [top.index(r) for r in pool]
-        chosen = [_answer.Sentence(pool_ranks[c.passage_rank], c.start, c.end, c.text, c.score, c.cosine, c.overlap, c.field)
-                  for c in chosen]
-        evidence = self._evidence(evidence_vec, _answer.question_terms(evidence_text), top, chosen)
-        if chosen and refers and not index.residual_topic(query.text, query):
-            # "What did the reader say?": the question is about who, not what; their words answer it
-            evidence = max(evidence, self.settings.abstain_threshold)
-        abstained = evidence < self.settings.abstain_threshold
-        if not abstained and index.unknown_names(query.text):
-            abstained = True  # it asks about a name the transcripts never mention
+        # select
+        chosen, evidence = self._select(query, q_vec, top)
+        # decide
+        abstained = _answer.decide(query, evidence, bool(chosen), self.settings.abstain_threshold)
         notice = ""
         use_llm = (llm if llm is not None else bool(self.settings.llm or self._chat_model)) and not abstained
         if abstained:
@@ -362,6 +354,22 @@ class Engine:
             evidence=evidence,
             speakers=list(query.speakers),
         )
+
+    def _select(self, query: QueryPlan, q_vec: np.ndarray, top: list[Retrieved]) -> tuple[list[_answer.Sentence], float]:
+        """The sentences to quote from the top passages, and how well the best supports an answer."""
+        pool, evidence_vec = top, q_vec
+        if query.refers:
+            # "What did Hopkins say about X?": quote the named speaker's passages, and judge the
+            # evidence without the name (a passage mentioning Hopkins is not thereby about X)
+            pool = [r for r in top if _refers_to(r.passage, query)] or top
+            if query.evidence_text != query.embed_text:
+                evidence_vec = self._encode([query.evidence_text])[0]
+        chosen = _answer.select_sentences(query.text, q_vec, pool, self._sentence_vectors, idf=self._idf)
+        pool_ranks = [top.index(r) for r in pool]
+        chosen = [_answer.Sentence(pool_ranks[c.passage_rank], c.start, c.end, c.text, c.score, c.cosine, c.overlap, c.field)
+                  for c in chosen]
+        evidence = self._evidence(evidence_vec, _answer.question_terms(query.evidence_text), top, chosen)
+        return chosen, evidence
 
     def _evidence(self, vec: np.ndarray, terms: set[str], top: list[Retrieved], chosen: list[_answer.Sentence]) -> float:
         """How well the best quoted sentence supports an answer: its cosine with the question,
@@ -430,7 +438,7 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _refers_to(p: Passage, query: Query) -> bool:
+def _refers_to(p: Passage, query: QueryPlan) -> bool:
     return p.speaker in query.speakers or p.kind in query.kinds or p.role in query.roles
 
 

@@ -9,57 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from ._rank import FEATURES, Candidates, length_features, reciprocal_ranks, transcript_feature
+from ._query import _QUERY_NOISE, Corpus, QueryPlan
 from ._records import Passage, Retrieved, Speaker
 from ._text import STOPWORDS, fold, words
 
-# Honorifics and titles are not names: "Mr" must not match every "Mr. X".
-_HONORIFICS = {
-    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "hon", "honourable", "honorable",
-    "right", "rt", "sir", "dame", "lord", "lady", "am", "mp", "ms", "mla", "msp", "the", "of", "and",
-    "de", "la", "le", "van", "von", "der", "jr", "sr", "st", "rev", "cllr", "councillor",
-}
-# Words that refer to a speaker by role rather than name (generic English).
-_ROLE_WORDS = {
-    "interviewer": ("role", "interviewer"),
-    "interviewers": ("role", "interviewer"),
-    "host": ("role", "interviewer"),
-    "interviewee": ("role", "interviewee"),
-    "guest": ("role", "interviewee"),
-    "witness": ("role", "interviewee"),
-    "witnesses": ("role", "interviewee"),
-    "reader": ("kind", "comment"),
-    "readers": ("kind", "comment"),
-    "commenter": ("kind", "comment"),
-    "comment": ("kind", "comment"),
-    "comments": ("kind", "comment"),
-    "commented": ("kind", "comment"),
-    "introduction": ("kind", "introduction"),
-}
-
 _STEMMER = None
-
-# How people phrase a request for content ("summarize the discussion about X", "what did the
-# committee say about X") carries no topic: strip it before searching (generic English).
-_META = re.compile(
-    r"^\s*(please\s+)?(can you\s+|could you\s+)?(summari[sz]e|describe|explain|outline|tell me( about)?|give me)?\s*"
-    r"((what|how) (was|were|is|are|did|does|do) )?(the |a )?"
-    r"((whole |overall |main |general )?(discussion|debate|conversation|talk|dialogue|exchange|meeting|committee|group|panel|"
-    r"opinions?|views?|positions?|arguments?|points?|thoughts?|ideas?|decisions?|conclusions?|outcome|summary)s?\b\s*)+"
-    r"((about|on|over|of|regarding|around|concerning|when discussing|towards?|with regard to|in terms of)\s+)?(the\s+)?",
-    re.I,
-)
-_REQUEST = {"said", "say", "says", "saying", "think", "thinks", "thought", "comment", "commented", "comments",
-            "talk", "talked", "mention", "mentioned", "respond", "responded", "answer", "answered", "feel", "felt",
-            "believe", "believes", "opinion", "view", "views", "who", "person", "someone", "anything", "everything"}
-_QUERY_NOISE = {"summarize", "summarise", "discussion", "discuss", "discussed", "debate", "debated", "talk", "talked",
-                "meeting", "opinion", "opinions", "view", "views", "mention", "mentioned", "regarding"}
-
-
-def topic_of(question: str) -> str:
-    """The question without request phrasing: "Summarize the discussion about X" -> "X"."""
-    m = _META.match(question)
-    rest = question[m.end():] if m and m.end() > 0 else question
-    return rest if len(rest.split()) >= 1 and rest.strip(" ?.!") else question
 
 
 def query_tokens(text: str) -> list[str]:
@@ -80,38 +35,7 @@ def stem_tokens(text: str) -> list[str]:
 _NOISE_STEMS: set[str] = set()
 
 
-@dataclass
-class SpeakerEntry:
-    name: str
-    role: str
-    names: set[str]  # folded name tokens (first names, surnames, initials tags)
-    titles: set[str]  # folded words of titles/descriptions ("minister", "chair", "finance")
-    phrases: list[str]  # folded full names and aliases
-    heads: set[str] = field(default_factory=set)  # the titles' head nouns ("minister" of "Minister of Finance")
-    title_phrases: set[str] = field(default_factory=set)  # each title's words, joined ("minister finance")
-
-
-@dataclass
-class Query:
-    text: str  # what is searched (after follow-up resolution)
-    filters: dict[str, Any] = field(default_factory=dict)
-    speakers: list[str] = field(default_factory=list)  # speaker names the question refers to
-    kinds: list[str] = field(default_factory=list)  # kinds the question refers to ("the reader")
-    roles: list[str] = field(default_factory=list)
-
-
 FILTER_KEYS = ("speaker", "transcript", "role", "kind", "date")
-_DETERMINERS = {"the", "our", "your", "this", "that"}
-
-
-@dataclass
-class _Reference:
-    start: int  # character range in the question
-    end: int
-    speaker: str
-    score: float  # name words, or title words (+0.5 for a whole title)
-    by_name: bool
-    words: tuple[str, ...]  # the name or title words it matched
 
 
 class Index:
@@ -133,28 +57,31 @@ class Index:
             for p in passages
         ]
         self.bm25 = bm25s.BM25(k1=1.2, b=0.75)
+        # the answer's words alone: a passage that answers in the question's words, not one that
+        # repeats them in its question
+        self.bm25_answer = bm25s.BM25(k1=1.2, b=0.75)
+        self.bm25_question = bm25s.BM25(k1=1.2, b=0.75)
         if passages:
+            self.bm25_question.index([stem_tokens(p.question) or ["_empty_"] for p in passages], show_progress=False)
             self.bm25.index(corpus, show_progress=False)
+            self.bm25_answer.index([stem_tokens(p.text) or ["_empty_"] for p in passages], show_progress=False)
+        self.n_words = [len(p.text.split()) for p in passages]
         self.vocab = set(t for doc in corpus for t in doc)
-        # every word of the corpus (folded), and the speakers' names and titles, for "is this
-        # name mentioned anywhere?"
-        self.words: set[str] = set()
-        for p in passages:
-            self.words.update(words(fold(f"{p.speaker} {p.question_speaker} {p.question} {p.text} {p.title}")))
-        for sp in speakers:
-            self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
-        self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
-        self.speakers = _speaker_entries(speakers)
-        self._by_word: dict[str, list[SpeakerEntry]] = {}  # a name or title word -> its speakers
-        for e in self.speakers:
-            for w in e.names | e.titles:
-                self._by_word.setdefault(w, []).append(e)
+        self.corpus = Corpus(passages, speakers)  # its words and speakers, for planning questions
         # filter key -> value -> the rows that have it, so a filter costs its matches, not the store
+        # (a speaker's or role's rows include the passages where they ask: the interviewer's words
+        # are theirs, although stored as the question of someone else's answer)
+        role_of = {sp.name: sp.role for sp in speakers if sp.role}
         self._rows: dict[str, dict[str, np.ndarray]] = {}
         for key in FILTER_KEYS:
             groups: dict[str, list[int]] = {}
             for i, p in enumerate(passages):
                 groups.setdefault(getattr(p, key), []).append(i)
+                asker = p.question_speaker
+                if asker and key == "speaker" and asker != p.speaker:
+                    groups.setdefault(asker, []).append(i)
+                elif asker and key == "role" and role_of.get(asker, p.role) != p.role:
+                    groups.setdefault(role_of[asker], []).append(i)
             self._rows[key] = {v: np.asarray(ix, dtype=np.int64) for v, ix in groups.items()}
 
     def __len__(self) -> int:
@@ -186,128 +113,7 @@ class Index:
     # ------------------------------------------------------------------ speakers
 
     def match_speakers(self, name: str) -> list[str]:
-        """Speaker names matching a (partial) name or title, e.g. "hopkins", "the minister"."""
-        q = fold(name).strip()
-        toks = [w for w in words(q) if w not in _HONORIFICS]
-        out = []
-        for s in self.speakers:
-            if q in s.phrases or any(q == p or q in p for p in s.phrases):
-                out.append(s.name)
-            elif toks and all(t in s.names or t in s.titles for t in toks):
-                out.append(s.name)
-        return out
-
-    def residual_topic(self, question: str, query: "Query") -> list[str]:
-        """Content words of the question once speaker references and request words are removed:
-        empty for "What did the reader who commented say?"."""
-        named = set()
-        for e in self.speakers:
-            if e.name in query.speakers:
-                named |= e.names | e.titles
-        out = []
-        for w in words(fold(topic_of(question))):
-            if w in STOPWORDS or len(w) < 3 or w in named or w in _ROLE_WORDS or w in _QUERY_NOISE or w in _REQUEST:
-                continue
-            out.append(w)
-        return out
-
-    def unknown_names(self, question: str) -> list[str]:
-        """Capitalised words of the question (names, places, acronyms) that occur nowhere in the
-        transcripts: "What can we learn from France?" asked of an interview that never mentions
-        France. The question's first word is not a name."""
-        found = []
-        for i, m in enumerate(re.finditer(r"[A-Za-zÀ-ÿ][\w'’\-]*", question)):
-            w = m.group()
-            if i == 0 or not w[0].isupper() or len(w) < 3:
-                continue
-            f = re.sub(r"'s?$", "", fold(w))  # "Shah's", "Williams'"
-            if f in STOPWORDS or f in self.words or any(x in self.words for x in f.split("-")):
-                continue
-            found.append(w)
-        return found
-
-    def neutralize(self, question: str, query: "Query") -> str:
-        """The question with its references to the speakers it names replaced by "they": "What
-        did Amar Shah say about X?" -> "What did they say about X?", so that judging the evidence
-        is not swayed by a passage mentioning the name."""
-        refs = [r for r in self._references(question) if r.speaker in query.speakers]
-        if any(r.by_name for r in refs):
-            refs = [r for r in refs if r.by_name]  # named by name: leave title-like words alone
-        return _replace(question, refs)
-
-    def lexical_text(self, question: str, speakers: list[str]) -> str:
-        """The question as the lexical index reads it: references by title to the speakers it
-        names become "they". A passage's indexed text carries its speaker's and asker's names but
-        not their titles, so "prime minister" there only matches passages that mention the Prime
-        Minister (questions put to him, by others); the speaker preference ranks his own answers.
-        Names stay: they match the speaker and asker fields ("what did X reply to Y"); and when
-        the question also names the speaker, the title is part of its subject ("why did Amar Shah
-        want the national director job?") and stays too."""
-        if not speakers:
-            return question
-        refs = [r for r in self._references(question) if r.speaker in speakers]
-        if any(r.by_name for r in refs):
-            return question
-        return _replace(question, refs)
-
-    def _references(self, question: str) -> list["_Reference"]:
-        """Where the question refers to a speaker: by name ("Bains", "Amar Shah", "Williams'"),
-        or by a title after "the"/"our"/... that includes the title's head noun ("the minister",
-        "the finance minister", "the Minister of Seniors"; not "the seniors", a modifier of that
-        title, nor "the services")."""
-        toks = [(m.start(), m.end(), re.sub(r"'s?$", "", fold(m.group()).strip(".'’-").replace("’", "'")))
-                for m in re.finditer(r"\w[\w'’.-]*", question)]
-        candidates = {id(e): e for _, _, w in toks for e in self._by_word.get(w, ())}
-        refs: list[_Reference] = []
-        for e in candidates.values():
-            i = 0
-            while i < len(toks):
-                w = toks[i][2]
-                if w in e.names:
-                    j = i
-                    while j + 1 < len(toks) and toks[j + 1][2] in e.names:
-                        j += 1
-                    refs.append(_Reference(toks[i][0], toks[j][1], e.name, j - i + 1, True, tuple(t[2] for t in toks[i : j + 1])))
-                    i = j + 1
-                    continue
-                if w in _DETERMINERS:
-                    seq, j = [], i + 1
-                    while j < len(toks):
-                        t = toks[j][2]
-                        if t in e.titles:
-                            seq.append(t)
-                        elif not (t in ("of", "for") and seq and j + 1 < len(toks) and toks[j + 1][2] in e.titles):
-                            break
-                        j += 1
-                    if seq and e.heads.intersection(seq):
-                        exact = " ".join(seq) in e.title_phrases  # "the prime minister" is the whole title
-                        refs.append(_Reference(toks[i][0], toks[j - 1][1], e.name, len(seq) + 0.5 * exact, False, tuple(seq)))
-                        i = j
-                        continue
-                i += 1
-        return refs
-
-    def speakers_in_question(self, question: str) -> tuple[list[str], list[str], list[str]]:
-        """(speaker names, kinds, roles) the question refers to. A speaker named by name counts
-        its distinct name words; one referred to by title, the title's words; the best win."""
-        score: dict[str, float] = {}
-        named: dict[str, set[str]] = {}
-        for r in self._references(question):
-            if r.by_name:
-                named.setdefault(r.speaker, set()).update(r.words)
-            else:
-                score[r.speaker] = max(score.get(r.speaker, 0.0), r.score)
-        score.update({name: float(len(ws)) for name, ws in named.items()})  # a name outranks a title
-        best = max(score.values(), default=0.0)
-        names = [e.name for e in self.speakers if best and score.get(e.name) == best]
-        kinds, roles = [], []
-        for t in (re.sub(r"'s$", "", w) for w in words(fold(question))):  # "the reader's comment"
-            if t in _ROLE_WORDS:
-                what, value = _ROLE_WORDS[t]
-                (kinds if what == "kind" else roles).append(value)
-        if len(names) > max(3, len(self.speakers) // 2):  # too vague to mean anyone in particular
-            names = []
-        return names, sorted(set(kinds)), sorted(set(roles))
+        return self.corpus.match_speakers(name)
 
     # ------------------------------------------------------------------ filtering
 
@@ -361,63 +167,6 @@ class Index:
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def _replace(question: str, refs: list[_Reference]) -> str:
-    """The question with each reference replaced by "they" (overlapping ones once)."""
-    out, at = [], 0
-    for r in sorted(refs, key=lambda r: (r.start, -r.end)):
-        if r.start < at:
-            continue
-        out += [question[at : r.start], "they"]
-        at = r.end
-    return "".join(out) + question[at:]
-
-
-_NAME_PREFIX = re.compile(r"^(mr|mrs|ms|miss|mx|dr|prof|professor|hon|rt|right hon|sir|dame|lord|lady|rev)\b\.?", re.I)
-
-
-_TITLE_PARTS = re.compile(r"\s+and\s+|\s*[,;/()\[\]–—]\s*|\s+-\s+")  # "Deputy Prime Minister and Minister of X"
-_COMPLEMENT = re.compile(r"\s+(?:of|for|to|on|in|at|with|from)\s+")
-
-
-def _speaker_entries(speakers: list[Speaker]) -> list[SpeakerEntry]:
-    """Name tokens come from the speaker's name and tag, and from aliases that are names
-    ("Hon. Anthony Rota"); other aliases and descriptions ("Minister of Finance") are titles."""
-    merged: dict[str, SpeakerEntry] = {}
-    for s in speakers:
-        e = merged.setdefault(s.name, SpeakerEntry(s.name, s.role, set(), set(), []))
-        name_labels = [s.name, s.tag] + [a for a in s.aliases if _NAME_PREFIX.match(a)]
-        for label in [s.name, s.tag, *s.aliases]:
-            f = fold(label)
-            if f and f not in e.phrases:
-                e.phrases.append(f)
-        for label in name_labels:
-            for w in words(fold(label)):
-                if w not in _HONORIFICS and len(w) >= 2 and w not in STOPWORDS:
-                    e.names.add(w)
-        for label in [s.description, *s.aliases, s.tag, s.name]:
-            e.titles.update(w for w in words(fold(label)) if w not in STOPWORDS and len(w) > 2)
-            for n, part in enumerate(_TITLE_PARTS.split(fold(label))):
-                # the head noun ends the phrase before its complement: "minister" of "deputy prime
-                # minister", of "minister of finance", of "cabinet secretary for education"; the
-                # parts of a complement's list have none ("science" in "Minister of Innovation,
-                # Science and Industry")
-                head_part, *complement = _COMPLEMENT.split(part, maxsplit=1)
-                before = [w for w in words(head_part) if w not in STOPWORDS and w not in _HONORIFICS and len(w) > 2]
-                if before and (n == 0 or complement):
-                    e.heads.add(before[-1])
-                phrase = " ".join(w for w in words(part) if w not in STOPWORDS and len(w) > 2)
-                if phrase:
-                    e.title_phrases.add(phrase)
-    # a "name" shared by many speakers ("chair" in "The Chair" and "The Acting Chair") is a title
-    counts: dict[str, int] = {}
-    for e in merged.values():
-        for w in e.names:
-            counts[w] = counts.get(w, 0) + 1
-    for e in merged.values():
-        e.names = {w for w in e.names if counts[w] <= 2}
-    return list(merged.values())
-
-
 # ---------------------------------------------------------------------------- search
 
 
@@ -429,86 +178,82 @@ class Scored:
     lexical: float = 0.0
 
 
-def hybrid_search(
-    index: Index,
-    dense_hits: list[tuple[int, float]],
-    query: Query,
-    q_vec: np.ndarray,
-    k: int,
-    *,
-    fusion: str = "convex",
-    dense_weight: float = 0.3,
-    rrf_k: int = 60,
-    context: float = 0.0,
-    speaker_boost: float = 0.2,
-    pool: int = 100,
-) -> list[Scored]:
-    """Fuse dense hits (candidates from Chroma) with BM25, boost the speakers the question
-    names, then pick k diverse passages.
-
-    ``fusion``: "convex" (weighted sum of cosine and max-normalised BM25; dense scores of
-    lexical-only candidates come from the stored vectors) or "rrf" (reciprocal rank fusion).
-    ``context`` > 0 adds that share of the neighbouring passages' scores (the same exchange)."""
-    if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
+def candidates(index: Index, dense_hits: list[tuple[int, float]], query: QueryPlan, q_vec: np.ndarray, *,
+               pool: int = 50, rr_k: float = 10.0, short_words: int = 10, transcript_top: int = 3) -> Candidates:
+    """The question's candidate passages (the ``pool`` best by meaning, by dense search, and by
+    words, by BM25, among those passing the filters) and their feature rows (``_rank.FEATURES``)."""
     n = len(index)
-    if n == 0:
-        return []
     allowed = index.mask(query.filters)
-    q_tokens = [t for t in query_tokens(index.lexical_text(query.text, query.speakers)) if t in index.vocab]
+    q_tokens = [t for t in query_tokens(query.lexical_text) if t in index.vocab]
     lex = np.zeros(n, dtype=np.float32)
-    if q_tokens:
+    lex_a = np.zeros(n, dtype=np.float32)
+    lex_q = np.zeros(n, dtype=np.float32)
+    if q_tokens and n:
         lex = np.asarray(index.bm25.get_scores(q_tokens), dtype=np.float32)
+        lex_a = np.asarray(index.bm25_answer.get_scores(q_tokens), dtype=np.float32)
+        lex_q = np.asarray(index.bm25_question.get_scores(q_tokens), dtype=np.float32)
     if allowed is not None:
         lex = np.where(allowed, lex, 0.0)
-    d_cand = {}
+        lex_a = np.where(allowed, lex_a, 0.0)
+        lex_q = np.where(allowed, lex_q, 0.0)
+    d_cand: dict[int, float] = {}
     for i, cos in dense_hits:
         if allowed is None or allowed[i]:
             d_cand[i] = max(cos, d_cand.get(i, -1.0))
     d_idx = sorted(d_cand, key=lambda i: -d_cand[i])[:pool]
     l_idx = [int(i) for i in top_indices(lex, pool) if lex[i] > 0]
-    candidates = set(d_idx) | set(l_idx)
-    if context > 0:
-        candidates |= {j for i in list(candidates) for j in index.neighbours(i)}
-    cand = np.array(sorted(candidates), dtype=np.int64)
-    if cand.size == 0:
-        return []
-    dense = index.similarities(q_vec, cand) if index.vectors is not None else np.array([d_cand.get(int(i), 0.0) for i in cand])
-    lex_max = float(lex.max()) if lex.max() > 0 else 1.0
-    lexn = lex[cand] / lex_max
-    if fusion == "convex":
-        fused = dense_weight * dense + (1 - dense_weight) * lexn
+    rows = np.array(sorted(set(d_idx) | set(l_idx)), dtype=np.int64)
+    if rows.size == 0:
+        return Candidates(rows, np.zeros((0, len(FEATURES)), dtype=np.float32))
+    near = [index.neighbours(int(i), radius=1) for i in rows]
+    near_rows = np.array(sorted({j for nb in near for j in nb} | set(rows.tolist())), dtype=np.int64)
+    if index.vectors is not None:
+        cos_all = dict(zip(near_rows.tolist(), index.similarities(q_vec, near_rows).tolist()))
     else:
-        fused = np.zeros(cand.size)
-        d_rank = {i: r for r, i in enumerate(d_idx)}
-        l_rank = {i: r for r, i in enumerate(l_idx)}
-        for j, i in enumerate(cand):
-            if i in d_rank:
-                fused[j] += dense_weight / (rrf_k + d_rank[i] + 1)
-            if i in l_rank:
-                fused[j] += (1 - dense_weight) / (rrf_k + l_rank[i] + 1)
-    if context > 0:
-        pos = {int(i): j for j, i in enumerate(cand)}
-        base = fused.copy()
-        for j, i in enumerate(cand):
-            for dist, nb in index.neighbours(int(i), with_distance=True):
-                if nb in pos:
-                    fused[j] += context / dist * base[pos[nb]]
-    # The question names a speaker (or "the reader", "the interviewer"): theirs come first.
-    passages = index.passages
-    prefer = np.array([passages[i].speaker in query.speakers or passages[i].kind in query.kinds
-                       or passages[i].role in query.roles for i in cand], dtype=bool)
-    ok = np.ones(cand.size, dtype=bool) if allowed is None else allowed[cand]
-    scored = [
-        Scored(int(i), float(fused[j] + (speaker_boost if prefer[j] else 0.0)), float(dense[j]), float(lexn[j]))
-        for j, i in enumerate(cand)
-        if ok[j]
-    ]
-    scored.sort(key=lambda x: -x.score)
-    return diversify(index, scored, k)
+        cos_all = {int(i): d_cand.get(int(i), 0.0) for i in near_rows}
+    lex_max = float(lex.max()) or 1.0
+    lexa_max = float(lex_a.max()) or 1.0
+    dense = np.array([cos_all[int(i)] for i in rows], dtype=np.float32)
+    lexn = lex[rows] / lex_max
+    context = np.array([max((cos_all[j] + lex[j] / lex_max for j in nb), default=0.0) for nb in near], dtype=np.float32)
+    ps = index.passages
+    speakers, roles, kinds = set(query.speakers), set(query.roles), set(query.kinds)
+    n_words = np.array([index.n_words[i] for i in rows], dtype=np.float32)
+    short, log_words = length_features(n_words, short_words)
+    cols = {
+        "dense": dense,
+        "lexical": lexn,
+        "lexical_answer": lex_a[rows] / lexa_max,
+        "lexical_question": lex_q[rows] / (float(lex_q.max()) or 1.0),
+        "dense_rr": reciprocal_ranks(d_idx, rows, rr_k),
+        "lexical_rr": reciprocal_ranks(l_idx, rows, rr_k),
+        "speaker": np.array([ps[i].speaker in speakers for i in rows], dtype=np.float32),
+        "asker": np.array([bool(ps[i].question_speaker) and ps[i].question_speaker in speakers for i in rows], dtype=np.float32),
+        "role_kind": np.array([ps[i].role in roles or ps[i].kind in kinds for i in rows], dtype=np.float32),
+        "context": context,
+        "transcript": transcript_feature([ps[i].transcript for i in rows], dense + lexn, transcript_top),
+        "short": short,
+        "log_words": log_words,
+        "no_question": np.array([not ps[i].question for i in rows], dtype=np.float32),
+        "introduction": np.array([ps[i].kind == "introduction" for i in rows], dtype=np.float32),
+        "comment": np.array([ps[i].kind == "comment" for i in rows], dtype=np.float32),
+    }
+    X = np.stack([cols[f] for f in FEATURES], axis=1).astype(np.float32)
+    return Candidates(rows, X)
 
 
-FUSIONS = ("convex", "rrf")
+def rank(index: Index, cands: Candidates, w: np.ndarray, k: int, per_answer: int = 2) -> list[Scored]:
+    """The candidates by their weighted features, at most ``per_answer`` parts of one answer in
+    the top k."""
+    s = cands.scores(w)
+    order = np.argsort(-s, kind="stable")
+    X = cands.X
+    di, li = FEATURES.index("dense"), FEATURES.index("lexical")
+    scored = [Scored(int(cands.rows[j]), float(s[j]), float(X[j, di]), float(X[j, li])) for j in order]
+    return diversify(index, scored, k, per_answer)
+
+
+
 
 
 def top_indices(scores: np.ndarray, n: int) -> np.ndarray:

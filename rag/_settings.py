@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ._errors import ConfigError
@@ -15,8 +15,63 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 CHUNKER_VERSION = 4  # bump when passages or their embedded text change
 
 
+# Fitted by `rag fit` on ../shared/data/qmsum-committee-train (24 hearings, 284 questions),
+# cross-validated by hearing; see docs/EVALUATION.md for the run, the folds and the ablation.
+FITTED_WEIGHTS: dict[str, float] = {
+    "dense": 5.5899,
+    "lexical": 4.0123,
+    "lexical_answer": -1.2659,
+    "lexical_question": 0.3471,
+    "dense_rr": 0.2912,
+    "lexical_rr": 2.6058,
+    "speaker": 2.1868,
+    "asker": 4.2418,
+    "role_kind": 4.2418,  # never seen in the training split: tied to "speaker"/"asker" (rag._fit.TIED)
+    "context": 0.9028,
+    "transcript": 3.4299,
+    "short": 1.1297,
+    "log_words": 6.4326,
+    "no_question": -0.1627,
+}
+
+
+class RankingSettings(BaseModel):
+    """How candidate passages are gathered and scored (rag/_rank.py)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    weights: dict[str, float] = Field(
+        default_factory=lambda: dict(FITTED_WEIGHTS),
+        description="Weight of each ranking feature (rag._rank.FEATURES); fitted with `rag fit`.",
+    )
+    pool: int = Field(50, ge=1, le=1000, description="Candidates taken from each of the dense and the lexical search.")
+    rr_k: float = Field(10.0, gt=0, description="k of the reciprocal-rank features, k / (k + rank - 1).")
+    short_words: int = Field(10, ge=1, description="Answers shorter than this many words count as short (a feature).")
+    per_answer: int = Field(2, ge=1, description="Parts of one split answer allowed in the top k.")
+
+    @field_validator("weights")
+    @classmethod
+    def _known(cls, v: dict[str, float]) -> dict[str, float]:
+        from ._rank import check_weights
+
+        check_weights(v)
+        return v
+
+
+class PlanningSettings(BaseModel):
+    """Rules of the query-planning step (rag/_query.py) that can be switched off; each is measured
+    on and off in docs/EVALUATION.md (ablation)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    strip_request: bool = Field(True, description="Embed the question without its request phrasing ('Summarize the discussion about').")
+    title_neutral: bool = Field(True, description="Leave titles of the speakers the question names out of the lexical query.")
+    speaker_pool: bool = Field(True, description="Also search the named speakers' own passages for candidates.")
+    scope: bool = Field(True, description="A question naming a transcript (title, file, 'the interview with X') searches only it.")
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RAG_", extra="forbid", validate_assignment=True)
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="forbid", validate_assignment=True)
 
     store: Path = Field(Path(".rag"), description="Folder of the embedded Chroma store.")
     chroma_url: str | None = Field(None, description="Chroma server URL (http://host:port); overrides --store.")
@@ -31,6 +86,8 @@ class Settings(BaseSettings):
     )
     feedback_file: Path | None = Field(None, description="JSONL file for thumbs up/down (default: <store>/feedback.jsonl).")
     upload_max_mb: float = Field(5.0, gt=0, description="Size cap of one uploaded file in the app.")
+    planning: PlanningSettings = Field(default_factory=PlanningSettings, description="Query-planning rules.")
+    ranking: RankingSettings = Field(default_factory=RankingSettings, description="Candidate pools and fitted ranking weights.")
 
     @field_validator("chroma_url")
     @classmethod

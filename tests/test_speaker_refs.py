@@ -7,7 +7,7 @@ import pytest
 
 from rag import Engine, ingest, load_settings
 from rag._records import Speaker
-from rag._retrieve import Index, Query
+from rag._query import Corpus
 
 HEARING = """\
 The Chair: Order. We resume the committee's questions to ministers.
@@ -38,8 +38,15 @@ Hon. Rita Bello (Deputy Prime Minister and Minister of Industry, Science and Tra
 """
 
 
-def _index(*speakers: Speaker) -> Index:
-    return Index([], list(speakers), {}, "", None)
+def _index(*speakers: Speaker) -> Corpus:
+    return Corpus([], list(speakers))
+
+
+class _Named:
+    """What ``Corpus.neutralize`` reads of a plan: the speakers it names."""
+
+    def __init__(self, speakers: list[str]) -> None:
+        self.speakers = speakers
 
 
 MINISTERS = (
@@ -76,7 +83,7 @@ def test_lexical_text_drops_title_references_but_keeps_names():
     q = "Why did Helen Marsh want the prime minister job?"
     assert ix.lexical_text(q, pm) == q
     assert ix.lexical_text("What did the Prime Minister say?", []) == "What did the Prime Minister say?"
-    assert ix.neutralize("What did the Minister of Seniors say about groceries?", Query("", speakers=["Hon. Paul Ortiz"])) == \
+    assert ix.neutralize("What did the Minister of Seniors say about groceries?", _Named(["Hon. Paul Ortiz"])) == \
         "What did they say about groceries?"
 
 

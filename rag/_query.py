@@ -1,0 +1,476 @@
+"""Query planning: read a question, with the conversation so far and what the corpus knows
+about its speakers and words, into a typed ``QueryPlan`` that the later steps (retrieve, select,
+decide) act on without reading the question again.
+
+``plan(question, history, corpus, filters, settings) -> QueryPlan`` is a pure function: every
+rule here can be tested on a plain string and a ``Corpus`` built from a few records, without a
+store or a model. What it resolves:
+
+* follow-ups ("and Uganda?", "why does he think that?") against the earlier question;
+* the speakers it names, by name, first name, surname, initials, tag or title ("Amar Shah",
+  "Shah", "AS", "the minister"), and the roles and kinds ("the interviewer", "the reader");
+* the transcripts it names ("in the interview with Amar Shah", a title, a file name);
+* the text to embed (request phrasing stripped), the lexical text (titles of the named speakers
+  neutralised), the evidence text (names neutralised), and the expected answer type;
+* names the corpus never mentions, and the topic left once speakers are taken out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ._records import Passage, Speaker
+from ._text import STOPWORDS, content_words, fold, words
+
+# Honorifics and titles are not names: "Mr" must not match every "Mr. X".
+_HONORIFICS = {
+    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "hon", "honourable", "honorable",
+    "right", "rt", "sir", "dame", "lord", "lady", "am", "mp", "ms", "mla", "msp", "the", "of", "and",
+    "de", "la", "le", "van", "von", "der", "jr", "sr", "st", "rev", "cllr", "councillor",
+}
+# Words that refer to a speaker by role rather than name (generic English).
+_ROLE_WORDS = {
+    "interviewer": ("role", "interviewer"),
+    "interviewers": ("role", "interviewer"),
+    "host": ("role", "interviewer"),
+    "interviewee": ("role", "interviewee"),
+    "guest": ("role", "interviewee"),
+    "witness": ("role", "interviewee"),
+    "witnesses": ("role", "interviewee"),
+    "reader": ("kind", "comment"),
+    "readers": ("kind", "comment"),
+    "commenter": ("kind", "comment"),
+    "comment": ("kind", "comment"),
+    "comments": ("kind", "comment"),
+    "commented": ("kind", "comment"),
+    "introduction": ("kind", "introduction"),
+}
+
+
+# How people phrase a request for content ("summarize the discussion about X", "what did the
+# committee say about X") carries no topic: strip it before searching (generic English).
+_META = re.compile(
+    r"^\s*(please\s+)?(can you\s+|could you\s+)?(summari[sz]e|describe|explain|outline|tell me( about)?|give me)?\s*"
+    r"((what|how) (was|were|is|are|did|does|do) )?(the |a )?"
+    r"((whole |overall |main |general )?(discussion|debate|conversation|talk|dialogue|exchange|meeting|committee|group|panel|"
+    r"opinions?|views?|positions?|arguments?|points?|thoughts?|ideas?|decisions?|conclusions?|outcome|summary)s?\b\s*)+"
+    r"((about|on|over|of|regarding|around|concerning|when discussing|towards?|with regard to|in terms of)\s+)?(the\s+)?",
+    re.I,
+)
+_REQUEST = {"said", "say", "says", "saying", "think", "thinks", "thought", "comment", "commented", "comments",
+            "talk", "talked", "mention", "mentioned", "respond", "responded", "answer", "answered", "feel", "felt",
+            "believe", "believes", "opinion", "view", "views", "who", "person", "someone", "anything", "everything"}
+_QUERY_NOISE = {"summarize", "summarise", "discussion", "discuss", "discussed", "debate", "debated", "talk", "talked",
+                "meeting", "opinion", "opinions", "view", "views", "mention", "mentioned", "regarding"}
+
+
+def topic_of(question: str) -> str:
+    """The question without request phrasing: "Summarize the discussion about X" -> "X"."""
+    m = _META.match(question)
+    rest = question[m.end():] if m and m.end() > 0 else question
+    return rest if len(rest.split()) >= 1 and rest.strip(" ?.!") else question
+
+
+
+@dataclass
+class SpeakerEntry:
+    name: str
+    role: str
+    names: set[str]  # folded name tokens (first names, surnames, initials tags)
+    titles: set[str]  # folded words of titles/descriptions ("minister", "chair", "finance")
+    phrases: list[str]  # folded full names and aliases
+    heads: set[str] = field(default_factory=set)  # the titles' head nouns ("minister" of "Minister of Finance")
+    title_phrases: set[str] = field(default_factory=set)  # each title's words, joined ("minister finance")
+
+
+
+
+_DETERMINERS = {"the", "our", "your", "this", "that"}
+
+
+@dataclass
+class _Reference:
+    start: int  # character range in the question
+    end: int
+    speaker: str
+    score: float  # name words, or title words (+0.5 for a whole title)
+    by_name: bool
+    words: tuple[str, ...]  # the name or title words it matched
+
+
+
+
+class Corpus:
+    """What the planner knows of the corpus: every word it contains, and its speakers."""
+
+    def __init__(self, passages: list[Passage], speakers: list[Speaker]) -> None:
+        # every word of the corpus (folded), and the speakers' names and titles, for "is this
+        # name mentioned anywhere?"
+        self.words: set[str] = set()
+        for p in passages:
+            self.words.update(words(fold(f"{p.speaker} {p.question_speaker} {p.question} {p.text} {p.title}")))
+        for sp in speakers:
+            self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
+        self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
+        self.speakers = _speaker_entries(speakers)
+        self._by_word: dict[str, list[SpeakerEntry]] = {}  # a name or title word -> its speakers
+        for e in self.speakers:
+            for w in e.names | e.titles:
+                self._by_word.setdefault(w, []).append(e)
+        # transcripts by what names them: title, file name, and the people interviewed in them
+        self.titles: dict[str, str] = {}
+        self.people: dict[str, set[str]] = {}  # speaker name -> transcripts they speak in
+        for p in passages:
+            if p.transcript not in self.titles:
+                self.titles[p.transcript] = p.title
+            if p.speaker:
+                self.people.setdefault(p.speaker, set()).add(p.transcript)
+
+    def match_speakers(self, name: str) -> list[str]:
+        """Speaker names matching a (partial) name or title, e.g. "hopkins", "the minister"."""
+        q = fold(name).strip()
+        toks = [w for w in words(q) if w not in _HONORIFICS]
+        out = []
+        for s in self.speakers:
+            if q in s.phrases or any(q == p or q in p for p in s.phrases):
+                out.append(s.name)
+            elif toks and all(t in s.names or t in s.titles for t in toks):
+                out.append(s.name)
+        return out
+
+    def residual_topic(self, question: str, query: "QueryPlan") -> list[str]:
+        """Content words of the question once speaker references and request words are removed:
+        empty for "What did the reader who commented say?"."""
+        named = set()
+        for e in self.speakers:
+            if e.name in query.speakers:
+                named |= e.names | e.titles
+        out = []
+        for w in words(fold(topic_of(question))):
+            if w in STOPWORDS or len(w) < 3 or w in named or w in _ROLE_WORDS or w in _QUERY_NOISE or w in _REQUEST:
+                continue
+            out.append(w)
+        return out
+
+    def unknown_names(self, question: str) -> list[str]:
+        """Capitalised words of the question (names, places, acronyms) that occur nowhere in the
+        transcripts: "What can we learn from France?" asked of an interview that never mentions
+        France. The question's first word is not a name."""
+        found = []
+        for i, m in enumerate(re.finditer(r"[A-Za-zÀ-ÿ][\w'’\-]*", question)):
+            w = m.group()
+            if i == 0 or not w[0].isupper() or len(w) < 3:
+                continue
+            f = re.sub(r"'s?$", "", fold(w))  # "Shah's", "Williams'"
+            if f in STOPWORDS or f in self.words or any(x in self.words for x in f.split("-")):
+                continue
+            found.append(w)
+        return found
+
+    def neutralize(self, question: str, query: "QueryPlan") -> str:
+        """The question with its references to the speakers it names replaced by "they": "What
+        did Amar Shah say about X?" -> "What did they say about X?", so that judging the evidence
+        is not swayed by a passage mentioning the name."""
+        refs = [r for r in self._references(question) if r.speaker in query.speakers]
+        if any(r.by_name for r in refs):
+            refs = [r for r in refs if r.by_name]  # named by name: leave title-like words alone
+        return _replace(question, refs)
+
+    def lexical_text(self, question: str, speakers: list[str]) -> str:
+        """The question as the lexical index reads it: references by title to the speakers it
+        names become "they". A passage's indexed text carries its speaker's and asker's names but
+        not their titles, so "prime minister" there only matches passages that mention the Prime
+        Minister (questions put to him, by others); the speaker preference ranks his own answers.
+        Names stay: they match the speaker and asker fields ("what did X reply to Y"); and when
+        the question also names the speaker, the title is part of its subject ("why did Amar Shah
+        want the national director job?") and stays too."""
+        if not speakers:
+            return question
+        refs = [r for r in self._references(question) if r.speaker in speakers]
+        if any(r.by_name for r in refs):
+            return question
+        return _replace(question, refs)
+
+    def _references(self, question: str) -> list["_Reference"]:
+        """Where the question refers to a speaker: by name ("Bains", "Amar Shah", "Williams'"),
+        or by a title after "the"/"our"/... that includes the title's head noun ("the minister",
+        "the finance minister", "the Minister of Seniors"; not "the seniors", a modifier of that
+        title, nor "the services")."""
+        toks = [(m.start(), m.end(), re.sub(r"'s?$", "", fold(m.group()).strip(".'’-").replace("’", "'")))
+                for m in re.finditer(r"\w[\w'’.-]*", question)]
+        candidates = {id(e): e for _, _, w in toks for e in self._by_word.get(w, ())}
+        refs: list[_Reference] = []
+        for e in candidates.values():
+            i = 0
+            while i < len(toks):
+                w = toks[i][2]
+                if w in e.names:
+                    j = i
+                    while j + 1 < len(toks) and toks[j + 1][2] in e.names:
+                        j += 1
+                    refs.append(_Reference(toks[i][0], toks[j][1], e.name, j - i + 1, True, tuple(t[2] for t in toks[i : j + 1])))
+                    i = j + 1
+                    continue
+                if w in _DETERMINERS:
+                    seq, j = [], i + 1
+                    while j < len(toks):
+                        t = toks[j][2]
+                        if t in e.titles:
+                            seq.append(t)
+                        elif not (t in ("of", "for") and seq and j + 1 < len(toks) and toks[j + 1][2] in e.titles):
+                            break
+                        j += 1
+                    if seq and e.heads.intersection(seq):
+                        exact = " ".join(seq) in e.title_phrases  # "the prime minister" is the whole title
+                        refs.append(_Reference(toks[i][0], toks[j - 1][1], e.name, len(seq) + 0.5 * exact, False, tuple(seq)))
+                        i = j
+                        continue
+                i += 1
+        return refs
+
+    def speakers_in_question(self, question: str) -> tuple[list[str], list[str], list[str]]:
+        """(speaker names, kinds, roles) the question refers to. A speaker named by name counts
+        its distinct name words; one referred to by title, the title's words; the best win."""
+        score: dict[str, float] = {}
+        named: dict[str, set[str]] = {}
+        for r in self._references(question):
+            if r.by_name:
+                named.setdefault(r.speaker, set()).update(r.words)
+            else:
+                score[r.speaker] = max(score.get(r.speaker, 0.0), r.score)
+        score.update({name: float(len(ws)) for name, ws in named.items()})  # a name outranks a title
+        best = max(score.values(), default=0.0)
+        names = [e.name for e in self.speakers if best and score.get(e.name) == best]
+        kinds, roles = [], []
+        for t in (re.sub(r"'s$", "", w) for w in words(fold(question))):  # "the reader's comment"
+            if t in _ROLE_WORDS:
+                what, value = _ROLE_WORDS[t]
+                (kinds if what == "kind" else roles).append(value)
+        if len(names) > max(3, len(self.speakers) // 2):  # too vague to mean anyone in particular
+            names = []
+        return names, sorted(set(kinds)), sorted(set(roles))
+
+
+
+def _replace(question: str, refs: list[_Reference]) -> str:
+    """The question with each reference replaced by "they" (overlapping ones once)."""
+    out, at = [], 0
+    for r in sorted(refs, key=lambda r: (r.start, -r.end)):
+        if r.start < at:
+            continue
+        out += [question[at : r.start], "they"]
+        at = r.end
+    return "".join(out) + question[at:]
+
+
+_NAME_PREFIX = re.compile(r"^(mr|mrs|ms|miss|mx|dr|prof|professor|hon|rt|right hon|sir|dame|lord|lady|rev)\b\.?", re.I)
+
+
+_TITLE_PARTS = re.compile(r"\s+and\s+|\s*[,;/()\[\]–—]\s*|\s+-\s+")  # "Deputy Prime Minister and Minister of X"
+_COMPLEMENT = re.compile(r"\s+(?:of|for|to|on|in|at|with|from)\s+")
+
+
+def _speaker_entries(speakers: list[Speaker]) -> list[SpeakerEntry]:
+    """Name tokens come from the speaker's name and tag, and from aliases that are names
+    ("Hon. Anthony Rota"); other aliases and descriptions ("Minister of Finance") are titles."""
+    merged: dict[str, SpeakerEntry] = {}
+    for s in speakers:
+        e = merged.setdefault(s.name, SpeakerEntry(s.name, s.role, set(), set(), []))
+        name_labels = [s.name, s.tag, *s.names] + [a for a in s.aliases if _NAME_PREFIX.match(a)]
+        for label in [s.name, s.tag, *s.names, *s.aliases]:
+            f = fold(label)
+            if f and f not in e.phrases:
+                e.phrases.append(f)
+        for label in name_labels:
+            for w in words(fold(label)):
+                if w not in _HONORIFICS and len(w) >= 2 and w not in STOPWORDS:
+                    e.names.add(w)
+        for label in [s.description, *s.aliases, s.tag, s.name]:
+            e.titles.update(w for w in words(fold(label)) if w not in STOPWORDS and len(w) > 2)
+            for n, part in enumerate(_TITLE_PARTS.split(fold(label))):
+                # the head noun ends the phrase before its complement: "minister" of "deputy prime
+                # minister", of "minister of finance", of "cabinet secretary for education"; the
+                # parts of a complement's list have none ("science" in "Minister of Innovation,
+                # Science and Industry")
+                head_part, *complement = _COMPLEMENT.split(part, maxsplit=1)
+                before = [w for w in words(head_part) if w not in STOPWORDS and w not in _HONORIFICS and len(w) > 2]
+                if before and (n == 0 or complement):
+                    e.heads.add(before[-1])
+                phrase = " ".join(w for w in words(part) if w not in STOPWORDS and len(w) > 2)
+                if phrase:
+                    e.title_phrases.add(phrase)
+    # a "name" shared by many speakers ("chair" in "The Chair" and "The Acting Chair") is a title
+    counts: dict[str, int] = {}
+    for e in merged.values():
+        for w in e.names:
+            counts[w] = counts.get(w, 0) + 1
+    for e in merged.values():
+        e.names = {w for w in e.names if counts[w] <= 2}
+    return list(merged.values())
+
+
+
+# ---------------------------------------------------------------------------- follow-ups
+
+_LEAD = re.compile(r"^\s*(and|but|also|so|then|what about|how about|what of|and what about|and how about|same for|now)\b[\s,]*", re.I)
+_PRONOUNS = {"he", "she", "him", "her", "his", "hers", "they", "them", "their", "it", "its", "that", "this", "those", "these", "there"}
+_PERSON = {"he", "she", "him", "her", "his", "hers"}
+
+
+@dataclass
+class HistoryTurn:
+    """What the resolver needs of an earlier exchange."""
+
+    question: str  # as resolved
+    filters: dict[str, Any] = field(default_factory=dict)
+    speaker: str | None = None  # main speaker of its answer
+    speakers: list[str] = field(default_factory=list)  # speakers the question referred to
+
+
+@dataclass
+class Resolution:
+    text: str
+    filters: dict[str, Any]
+    speakers: list[str]
+    followup: bool
+
+
+def is_followup(question: str) -> bool:
+    q = question.strip()
+    toks = words(fold(q))
+    if _LEAD.match(q):
+        return True
+    if not content_words(q):  # "why?", "how so?"
+        return True
+    return any(t in _PRONOUNS for t in toks) and len(content_words(q)) <= 4
+
+
+def resolve(question: str, history: list[HistoryTurn], filters: dict[str, Any] | None, rarity: Callable[[str], float]) -> Resolution:
+    """``rarity(word)`` ranks words by how specific they are in the corpus (idf)."""
+    filters = dict(filters or {})
+    if not history or not is_followup(question):
+        return Resolution(question, filters, [], False)
+    prev = history[-1]
+    carried = {**prev.filters, **filters}
+    speakers = list(prev.speakers)
+    toks = set(words(fold(question)))
+    if toks & _PERSON and prev.speaker:
+        speakers = [prev.speaker]
+    m = _LEAD.match(question)
+    rest = question[m.end():] if m else question
+    new_subject = rest.strip().rstrip("?.! ")
+    new_terms = [w for w in content_words(new_subject) if w not in STOPWORDS]
+    if m and new_terms and not (toks & _PRONOUNS - {"that", "this"}):
+        # "and Uganda?": swap the earlier question's most specific term for the new subject
+        prev_terms = [w for w in content_words(prev.question) if w not in new_terms]
+        if prev_terms:
+            target = max(prev_terms, key=rarity)
+            pattern = re.compile(rf"\b{re.escape(target)}\w*", re.I)
+            if pattern.search(prev.question):
+                return Resolution(pattern.sub(new_subject, prev.question, count=1), carried, speakers, True)
+        return Resolution(f"{prev.question} {new_subject}", carried, speakers, True)
+    # "why does he think that?": keep the earlier question as context
+    return Resolution(f"{question} ({prev.question})", carried, speakers, True)
+
+
+# ---------------------------------------------------------------------------- the plan
+
+ANSWER_TYPES = ("date", "number", "amount", "person", "organisation", "place", "reason", "summary", "other")
+# What kind of answer a question expects, from its wording alone (generic English question words).
+_ANSWER_TYPE = (
+    ("summary", re.compile(r"^\s*(please\s+)?(summari[sz]e|outline|give (me |us )?an? (overview|summary))\b|"
+                           r"\b(what|how) (was|were) (the )?(discussion|debate|conversation)\b|\bdiscuss(ed|ion)?\b", re.I)),
+    ("date", re.compile(r"\b(when|what (year|date|day|month|time)|which (year|date|day|month)|how long ago|since when)\b", re.I)),
+    ("amount", re.compile(r"\bhow much\b|\b(what|which) (was |is )?the (cost|price|amount|budget|salary|fee|sum)\b", re.I)),
+    ("number", re.compile(r"\bhow (many|often|old|long|far|big|large)\b|\b(what|which) (number|percentage|proportion|share|rate)\b", re.I)),
+    ("person", re.compile(r"^\s*(who|whom)\b|\bwho (was|is|were|are|did|does)\b|\b(which|what) (person|people|member|minister|speaker)\b", re.I)),
+    ("organisation", re.compile(r"\b(which|what) (company|companies|organi[sz]ations?|firm|agency|department|bank|institution|group)\b", re.I)),
+    ("place", re.compile(r"^\s*where\b|\b(which|what) (country|countries|city|cities|place|region|town)\b", re.I)),
+    ("reason", re.compile(r"^\s*why\b|\bwhat (was|is|were|are) the reasons?\b|\bfor what reason\b|\bhow come\b", re.I)),
+)
+
+
+def answer_type(question: str) -> str:
+    """The kind of answer the question expects: one of ANSWER_TYPES."""
+    for name, pattern in _ANSWER_TYPE:
+        if pattern.search(question):
+            return name
+    return "other"
+
+
+# "in the interview with X", "in the episode with X", "in the conversation with X"
+_SCOPE_WITH = re.compile(r"\b(?:interview|episode|conversation|podcast|talk|session|hearing|meeting|chat)s?\s+(?:with|of|featuring)\s+"
+                         r"((?:[A-Z][\w'’.\-]*\s?){1,4})")
+
+
+@dataclass
+class QueryPlan:
+    """Everything the later steps need to know about a question."""
+
+    question: str  # as asked
+    text: str  # after follow-up resolution: what the question means in this conversation
+    embed_text: str  # what is embedded for dense search (request phrasing stripped)
+    lexical_text: str  # what the lexical index reads (titles of the named speakers neutralised)
+    evidence_text: str  # what the chosen sentences are judged against (named speakers neutralised)
+    filters: dict[str, Any] = field(default_factory=dict)  # explicit and carried filters
+    speakers: list[str] = field(default_factory=list)  # speaker names the question refers to
+    kinds: list[str] = field(default_factory=list)  # kinds it refers to ("the reader": comment)
+    roles: list[str] = field(default_factory=list)  # roles it refers to ("the interviewer")
+    scope: list[str] = field(default_factory=list)  # transcripts it names (title, file, guest)
+    answer_type: str = "other"  # one of ANSWER_TYPES
+    followup: bool = False  # resolved against the conversation
+    unknown_names: list[str] = field(default_factory=list)  # capitalised words the corpus never has
+    topic: list[str] = field(default_factory=list)  # content words once speakers and request words go
+
+    @property
+    def refers(self) -> bool:
+        """Does the question name a speaker, role or kind?"""
+        return bool(self.speakers or self.kinds or self.roles)
+
+
+def scope_of(question: str, corpus: Corpus) -> list[str]:
+    """Transcripts the question names: by file name ("covid_3", "interview.txt"), by whole title,
+    or as "the interview/episode with X" where X names people who speak in them."""
+    f = fold(question)
+    out = []
+    for tid, title in corpus.titles.items():
+        stem = fold(re.sub(r"\.\w+$", "", tid.rsplit("/", 1)[-1]))
+        ft = fold(title)
+        if (len(stem) >= 4 and re.search(rf"(?<!\w){re.escape(stem)}(?!\w)", f)) or (len(ft.split()) >= 2 and ft in f):
+            out.append(tid)
+    if out:
+        return sorted(out)
+    for m in _SCOPE_WITH.finditer(question):
+        name = m.group(1).strip(" .,?!")
+        people = corpus.match_speakers(name)
+        found = sorted({t for p in people for t in corpus.people.get(p, ())})
+        if found and len(found) < len(corpus.titles):
+            return found
+    return []
+
+
+def plan(question: str, history: list[HistoryTurn], corpus: Corpus, filters: dict[str, Any] | None,
+         rarity: Callable[[str], float], *, strip_request: bool = True, title_neutral: bool = True,
+         scope: bool = True) -> QueryPlan:
+    """Read a question (with the conversation so far) against the corpus. The keyword switches
+    turn single rules off, for the ablation in docs/EVALUATION.md."""
+    res = resolve(question, history, filters, rarity)
+    speakers, kinds, roles = corpus.speakers_in_question(res.text if not res.followup else question)
+    speakers = speakers or res.speakers
+    found_scope = scope_of(res.text, corpus) if scope else []
+    filters = dict(res.filters)
+    if found_scope and not filters.get("transcript"):
+        filters["transcript"] = found_scope if len(found_scope) > 1 else found_scope[0]
+    topic_text = topic_of(res.text) if strip_request else res.text
+    draft = QueryPlan(question=question, text=res.text, embed_text=topic_text, lexical_text=res.text,
+                      evidence_text=topic_text, filters=filters, speakers=speakers, kinds=kinds, roles=roles,
+                      scope=found_scope, answer_type=answer_type(res.text), followup=res.followup)
+    if title_neutral:
+        draft.lexical_text = corpus.lexical_text(res.text, speakers)
+    if draft.refers:
+        draft.evidence_text = corpus.neutralize(topic_text, draft)
+    draft.unknown_names = corpus.unknown_names(res.text)
+    draft.topic = corpus.residual_topic(res.text, draft)
+    return draft
