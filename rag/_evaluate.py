@@ -25,9 +25,17 @@ Metric definitions (per question, then averaged over the questions where they ar
 * ``citation_precision``: cited passages that overlap a gold source / citations (answered
   questions with gold sources); ``citation_recall``: gold sources overlapped by a cited passage.
   ``citation_quote_precision``: citations whose highlighted sentences themselves overlap gold.
-* ``must_mention``: share of the ``must_mention`` terms found in the answer (case and accents
-  ignored). ``token_f1`` (SQuAD-style bag of words) and ``rouge_l`` (LCS F-measure) of the answer
-  against the reference ``answer``, citation markers removed.
+* ``citation_speaker_accuracy``: citations whose highlighted words were all spoken by the speaker
+  the citation names (``Citation.speaker``, else the passage's speaker): each highlight lies
+  inside the source ranges of that speaker's words in the passage (the answer's segments, or the
+  question's when it is the asker). Over questions with citations.
+* ``must_mention``: share of the ``must_mention`` terms found in the answer; ``key_fact``: 1 when
+  the answer contains every one of them, else 0 (both fold case, accents and punctuation).
+* ``answer_f1``: content-word F1 of the answer against the reference ``answer``: the words of
+  :func:`rag._text.content_words` (folded, STOPWORDS and one-letter words dropped, citation
+  markers removed). ``top_passage_f1``: the same for a "top passage" baseline, the first
+  retrieved passage's text cut to ``TOP_PASSAGE_WORDS`` words. ``token_f1`` (SQuAD-style bag of
+  words) and ``rouge_l`` (LCS F-measure) of the answer against the reference.
 * ``abstain_accuracy``: the engine abstains exactly when ``expect_no_answer``; also
   ``false_abstain_rate`` (answerable questions refused) and ``false_answer_rate``.
 * ``latency_p50_ms``, ``latency_p95_ms``: wall clock of ``Engine.ask`` after a warm-up.
@@ -46,12 +54,18 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ._errors import QuestionSetError, RagError
 from ._settings import Settings
-from ._text import fold
+from ._text import content_words, fold
 
 Range = tuple[str, int, int]  # (transcript, start, end)
 
 DEPTH = 10  # ranks looked at by MRR and nDCG
-ANSWER_METRICS = ("citation_precision", "citation_recall", "citation_quote_precision", "must_mention", "token_f1", "rouge_l")
+# Length budget of the "top passage" baseline: about what an extractive answer of a few quoted
+# sentences runs to, so the two F1 figures compare like with like.
+TOP_PASSAGE_WORDS = 120
+ANSWER_METRICS = (
+    "citation_precision", "citation_recall", "citation_quote_precision", "citation_speaker_accuracy",
+    "must_mention", "key_fact", "answer_f1", "top_passage_f1", "token_f1", "rouge_l",
+)
 TRADEOFF_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 _KNOWN_KEYS = {"id", "question", "sources", "answer", "must_mention", "expect_no_answer", "style", "filters", "follow_up_of"}
 
@@ -63,7 +77,8 @@ def retrieval_keys(k: int) -> list[str]:
 def metric_keys(k: int) -> list[str]:
     return [
         *retrieval_keys(k), "citation_precision", "citation_recall", "citation_quote_precision",
-        "must_mention", "token_f1", "rouge_l", "abstain_accuracy", "false_abstain_rate",
+        "citation_speaker_accuracy", "must_mention", "key_fact", "answer_f1", "top_passage_f1",
+        "token_f1", "rouge_l", "abstain_accuracy", "false_abstain_rate",
         "false_answer_rate", "latency_p50_ms", "latency_p95_ms",
     ]
 
@@ -346,11 +361,9 @@ def answer_tokens(text: str, drop_articles: bool = True) -> list[str]:
     return [t for t in toks if not (drop_articles and t in _ARTICLES)]
 
 
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD-style token F1: bag-of-words overlap, lowercase, punctuation and articles dropped."""
-    p, r = answer_tokens(prediction), answer_tokens(reference)
+def _bag_f1(p: Sequence[str], r: Sequence[str]) -> float:
     if not p or not r:
-        return float(p == r)
+        return float(len(p) == len(r))
     from collections import Counter
 
     common = sum((Counter(p) & Counter(r)).values())
@@ -358,6 +371,28 @@ def token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(p), common / len(r)
     return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1: bag-of-words overlap, lowercase, punctuation and articles dropped."""
+    return _bag_f1(answer_tokens(prediction), answer_tokens(reference))
+
+
+def answer_words(text: str) -> list[str]:
+    """The content words of an answer: citation markers removed, case and accents folded, the
+    project's STOPWORDS and one-letter words dropped (:func:`rag._text.content_words`)."""
+    return content_words(fold(_CITE.sub("", text or "")))
+
+
+def answer_f1(prediction: str, reference: str) -> float:
+    """Content-word F1: bag-of-words overlap of :func:`answer_words`, so agreeing on "the", "of"
+    and "that" earns nothing."""
+    return _bag_f1(answer_words(prediction), answer_words(reference))
+
+
+def cut_words(text: str, n: int = TOP_PASSAGE_WORDS) -> str:
+    """The first ``n`` whitespace-separated words of ``text``."""
+    return " ".join((text or "").split()[:n])
 
 
 def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
@@ -384,12 +419,78 @@ def rouge_l(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _mentions(answer: str, terms: Sequence[str]) -> list[bool]:
+    """For each term, whether the answer contains it as a run of whole words (case, accents and
+    punctuation folded)."""
+    text = " " + " ".join(answer_tokens(answer, False)) + " "
+    return [" " + " ".join(answer_tokens(t, False)) + " " in text for t in terms]
+
+
 def must_mention_coverage(answer: str, terms: Sequence[str]) -> float | None:
     if not terms:
         return None
-    text = " " + " ".join(answer_tokens(answer, False)) + " "
-    found = sum(1 for t in terms if " " + " ".join(answer_tokens(t, False)) + " " in text)
-    return found / len(terms)
+    return sum(_mentions(answer, terms)) / len(terms)
+
+
+def key_fact(answer: str, terms: Sequence[str]) -> float | None:
+    """1.0 when the answer contains every ``must_mention`` term, else 0.0; None without terms."""
+    if not terms:
+        return None
+    return float(all(_mentions(answer, terms)))
+
+
+def _same_speaker(a: str | None, b: str | None) -> bool:
+    """Same speaker name (case and accents folded); two blanks match: an introduction's words
+    belong to no named speaker, and a citation naming none attributes them rightly."""
+    return fold(a or "").strip() == fold(b or "").strip()
+
+
+def spoken_ranges(passage: Any, speaker: str) -> list[tuple[int, int]]:
+    """Source ranges of the words ``speaker`` says in ``passage``: the answer's segments when it
+    is the passage's speaker, the question's when it is the asker (both when both)."""
+    out: list[tuple[int, int]] = []
+    if _same_speaker(speaker, passage.speaker):
+        out += [(s.start, s.end) for s in passage.segments]
+    if _same_speaker(speaker, getattr(passage, "question_speaker", "")):
+        out += [(s.start, s.end) for s in getattr(passage, "question_segments", None) or []]
+    return out
+
+
+def _covered(a: int, b: int, ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether ``[a, b)`` lies inside the union of ``ranges``."""
+    pos = a
+    for lo, hi in sorted(ranges):
+        if pos >= b:
+            break
+        if hi <= pos:
+            continue
+        if lo > pos:
+            return False
+        pos = hi
+    return pos >= b
+
+
+def _quote_ranges(c: Any) -> list[tuple[int, int]]:
+    """A citation's quoted words as source ranges: its highlights; without any, the quote found
+    in the passage's answer text, else in its question."""
+    if c.highlights:
+        return [(int(a), int(b)) for a, b in c.highlights]
+    p = c.passage
+    for text, spans in ((p.text, p.source_spans), (getattr(p, "question", ""), getattr(p, "question_spans", None))):
+        found = locate_quote(text or "", c.quote or "") if spans else []
+        if found:
+            return spans(*found[0])
+    return []
+
+
+def citation_speaker_ok(c: Any) -> bool:
+    """The citation's quoted words were all spoken by the speaker it names (``c.speaker``; a
+    citation without that attribute names the passage's speaker). A blank speaker names nobody:
+    right only for words no named speaker said (an introduction)."""
+    speaker = getattr(c, "speaker", c.passage.speaker)
+    quoted = _quote_ranges(c)
+    allowed = spoken_ranges(c.passage, speaker)
+    return bool(quoted) and all(_covered(a, b, allowed) for a, b in quoted)
 
 
 def abstention_accuracy(pairs: Iterable[tuple[bool, bool]]) -> float | None:
@@ -533,13 +634,20 @@ def _engine_row(q: dict[str, Any], gold: list[list[Range]], answer: Any, ranked:
         row["citation_recall"] = recall_at(cit_cover, len(gold), len(cit_cover))
     else:
         row["citation_precision"] = row["citation_quote_precision"] = row["citation_recall"] = None
+    speaker_ok = [citation_speaker_ok(c) for c in cits]
+    row["citation_speaker_accuracy"] = _mean(float(x) for x in speaker_ok) if cits else None
     text = answer.text or ""
-    row["must_mention"] = must_mention_coverage(text, q["must_mention"]) if not q["expect_no_answer"] else None
-    if q["answer"] and not q["expect_no_answer"]:
+    answerable = not q["expect_no_answer"]
+    row["must_mention"] = must_mention_coverage(text, q["must_mention"]) if answerable else None
+    row["key_fact"] = key_fact(text, q["must_mention"]) if answerable else None
+    top = cut_words(ranked[0].passage.text) if ranked else ""
+    if q["answer"] and answerable:
+        row["answer_f1"] = answer_f1(text, q["answer"])
+        row["top_passage_f1"] = answer_f1(top, q["answer"])
         row["token_f1"] = token_f1(text, q["answer"])
         row["rouge_l"] = rouge_l(text, q["answer"])
     else:
-        row["token_f1"] = row["rouge_l"] = None
+        row["answer_f1"] = row["top_passage_f1"] = row["token_f1"] = row["rouge_l"] = None
     row["abstained"] = bool(answer.abstained)
     row["abstain_correct"] = bool(answer.abstained) == q["expect_no_answer"]
     ev = getattr(answer, "evidence", None)
@@ -557,9 +665,11 @@ def _engine_row(q: dict[str, Any], gold: list[list[Range]], answer: Any, ranked:
     row["citations"] = [
         {"n": c.n, "chunk_id": c.passage.chunk_id, "transcript": c.passage.transcript,
          "start_char": c.passage.start_char, "end_char": c.passage.end_char, "quote": c.quote,
-         "highlights": [list(h) for h in c.highlights], "correct": bool(cc) if gold else None}
-        for c, cc in zip(cits, cit_cover)
+         "highlights": [list(h) for h in c.highlights], "correct": bool(cc) if gold else None,
+         "speaker": getattr(c, "speaker", c.passage.speaker), "speaker_correct": ok}
+        for c, cc, ok in zip(cits, cit_cover, speaker_ok)
     ]
+    row["top_passage"] = top
     return row
 
 
@@ -595,8 +705,9 @@ def evaluate(
     on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run a question set through the engine (and the named baselines: "naive", "bm25") and
-    return the report (the `rag eval --json` shape). ``transcripts``: a folder to read the
-    baselines' transcripts from instead of the store. ``progress(done, total)`` counts questions
+    return the report (the `rag eval --json` shape). The baselines search every transcript in
+    the store, as ours does; ``transcripts``: the folder they were ingested from, to read them
+    there instead. ``progress(done, total)`` counts questions
     (each baseline's pass counts again); ``on_stage(name)`` says what is running."""
     stage = on_stage or (lambda name: None)
     if isinstance(questions_path_or_list, (str, Path)):
@@ -672,25 +783,33 @@ def evaluate(
     return report
 
 
-def _baseline_texts(questions: list[dict[str, Any]], engine: Any, transcripts: str | Path | None) -> dict[str, str]:
-    tids = sorted({s["transcript"] for q in questions for s in q["sources"]})
-    if not tids:  # nothing answerable in the set: search everything the engine searches
-        tids = sorted(engine.transcripts()) if hasattr(engine, "transcripts") else []
-    if not tids:
-        raise QuestionSetError("the baselines need transcripts: the question set names none and the store is empty")
+def _baseline_texts(engine: Any, transcripts: str | Path | None) -> dict[str, str]:
+    """The baselines' corpus: exactly the transcripts our engine searches, every one in the store
+    (not only those the question set names, which would hand the baselines a smaller haystack).
+    With ``transcripts`` (the folder they were ingested from) each is read from its file there,
+    which must be the version in the store (same SHA-256)."""
+    infos = engine.transcripts()
+    if not infos:
+        raise QuestionSetError("the baselines need transcripts: the store is empty", "Ingest them first: `rag ingest FOLDER`.")
     texts: dict[str, str] = {}
-    for tid in tids:
-        if transcripts is not None:
-            from ._text import decode
-
-            path = Path(transcripts) / tid
-            try:
-                texts[tid] = decode(path.read_bytes(), tid)[0]
-            except OSError as exc:
-                raise QuestionSetError(f"cannot read {path} for the baselines: {exc.strerror or exc}",
-                                       "--transcripts must be the folder the transcripts were ingested from.") from None
-        else:
+    for tid in sorted(infos):
+        if transcripts is None:
             texts[tid] = engine.source_text(tid)
+            continue
+        from ._ingest import file_hash
+        from ._text import decode
+
+        path = Path(transcripts) / tid
+        hint = "--transcripts must be the folder the store's transcripts were ingested from, as ingested."
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise QuestionSetError(f"cannot read {path} for the baselines: {exc.strerror or exc}", hint) from None
+        stored = getattr(infos[tid], "hash", "")
+        if stored and file_hash(data) != stored:
+            raise QuestionSetError(f"{path} is not the version of {tid} in the store (it changed since it was ingested)",
+                                   hint + " Ingest it again, or leave out --transcripts.")
+        texts[tid] = decode(data, tid)[0]
     return texts
 
 
@@ -700,7 +819,7 @@ def _run_baselines(names: Sequence[str], questions: list[dict[str, Any]], gold: 
     from . import _baselines
     from ._embed import resolve_model
 
-    texts = _baseline_texts(questions, engine, transcripts)
+    texts = _baseline_texts(engine, transcripts)
     if transcripts is not None:  # offsets into the files read: locate the quotes there
         gold = locate_sources(questions, lambda tid: texts[tid] if tid in texts else engine.source_text(tid))
     out: dict[str, Any] = {}
@@ -752,7 +871,7 @@ def _table(header: list[str], body: list[list[str]], markdown: bool) -> str:
 
 def style_table(report: dict[str, Any], markdown: bool = False) -> str:
     k = report["k"]
-    keys = ["hit@1", f"hit@{k}", "mrr@10", "citation_precision", "abstain_accuracy", "token_f1"]
+    keys = ["hit@1", f"hit@{k}", "mrr@10", "citation_precision", "abstain_accuracy", "answer_f1", "top_passage_f1"]
     header = ["style", "n"] + keys
     body = [[s, str(m["n"])] + [_fmt(m.get(key), key) for key in keys] for s, m in report["by_style"].items()]
     return _table(header, body, markdown)
@@ -781,6 +900,11 @@ def misses(report: dict[str, Any]) -> list[str]:
             problems.append("abstained on an answerable question" if q["abstained"] else "answered a question that should be abstained on")
         if q.get("citation_precision") is not None and q["citation_precision"] < 1.0:
             problems.append(f"citation precision {q['citation_precision']:.2f}")
+        wrong = [c["n"] for c in q.get("citations", []) if c.get("speaker_correct") is False]
+        if wrong:
+            problems.append("quote not spoken by the cited speaker in " + ", ".join(f"[{n}]" for n in wrong))
+        if q.get("key_fact") == 0.0 and not q["abstained"]:
+            problems.append("a must_mention term is missing from the answer")
         if problems:
             out.append(f"{q['id']} ({q['style']}): {'; '.join(problems)} — {q['question']}")
     return out
@@ -806,6 +930,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         for name, b in report["baselines"].items():
             lines.append(f"- **{name}**: {b['description']}; {b['chunks']} chunks over {len(b['transcripts'])} transcript(s), built in {b['build_seconds']} s")
         lines.append("")
+    if report["metrics"].get("top_passage_f1") is not None:
+        lines += [f"`top_passage_f1` scores the first retrieved passage cut to {TOP_PASSAGE_WORDS} words as if it were the answer: "
+                  "what quoting the best passage alone would earn against `answer_f1`.", ""]
     lines += ["## By style", "", style_table(report, markdown=True), ""]
     lines += ["## Abstention threshold", "",
               "Abstaining whenever `Answer.evidence` is below the threshold would give:", "",
@@ -816,9 +943,12 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [f"Evidence of answerable questions: min {_fmt(a.get('min'))}, p10 {_fmt(a.get('p10'))}, median {_fmt(a.get('median'))}; "
                   f"of unanswerable ones: median {_fmt(u.get('median'))}, p90 {_fmt(u.get('p90'))}, max {_fmt(u.get('max'))}.", ""]
     lines += ["## Questions", "", _table(
-        ["id", "style", "hit@1", f"hit@{k}", "rank", "cit. prec.", "abstained", "expected", "evidence", "ms"],
+        ["id", "style", "hit@1", f"hit@{k}", "rank", "cit. prec.", "cit. speaker", "key fact", "answer F1", "top passage F1",
+         "abstained", "expected", "evidence", "ms"],
         [[q["id"], q["style"], _fmt(q.get("hit@1")), _fmt(q.get(f"hit@{k}")), _fmt(q.get("first_relevant_rank")),
-          _fmt(q.get("citation_precision")), "yes" if q["abstained"] else "no", "abstain" if q["expect_no_answer"] else "answer",
+          _fmt(q.get("citation_precision")), _fmt(q.get("citation_speaker_accuracy")), _fmt(q.get("key_fact")),
+          _fmt(q.get("answer_f1")), _fmt(q.get("top_passage_f1")),
+          "yes" if q["abstained"] else "no", "abstain" if q["expect_no_answer"] else "answer",
           _fmt(q.get("evidence")), _fmt(q.get("latency_ms"), "_ms")] for q in report["questions"]],
         markdown=True), ""]
     problems = misses(report)

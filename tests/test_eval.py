@@ -203,6 +203,127 @@ def test_answer_metrics_on_hand_made_answers():
     assert ev.must_mention_coverage("eighty countries", ["80"]) == 0.0
 
 
+def test_content_word_f1_key_fact_and_length_budget():
+    # stopwords ("the", "said", "that", "were", "by") and citation markers carry nothing
+    assert ev.answer_words("The minister said that the loans were cut [1].") == ["minister", "loans", "cut"]
+    assert ev.answer_f1("The minister said that the loans were cut [1].", "Loans cut by the minister") == pytest.approx(1.0)
+    assert ev.token_f1("The minister said that the loans were cut [1].", "Loans cut by the minister") < 0.8
+    # prediction: loans cut; reference: loans rose sharply: P = 1/2, R = 1/3
+    assert ev.answer_f1("Loans were cut", "Loans rose sharply") == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
+    assert ev.answer_f1("Café closures", "cafe CLOSURES") == pytest.approx(1.0)  # case and accents folded
+    assert ev.answer_f1("the of and", "Loans") == 0.0
+    # key_fact: all the terms or nothing; must_mention keeps the share
+    answer = "Work in Bangladesh and Uganda [1]"
+    assert ev.key_fact(answer, ["bangladesh", "Uganda", "Scotland"]) == 0.0
+    assert ev.must_mention_coverage(answer, ["bangladesh", "Uganda", "Scotland"]) == pytest.approx(2 / 3)
+    assert ev.key_fact(answer, ["BANGLADESH", "uganda"]) == 1.0
+    assert ev.key_fact("Québec’s plan is U.K.-wide.", ["quebec's", "U.K.", "plan"]) == 1.0  # accents, quote marks, punctuation
+    assert ev.key_fact("Bangladeshi work", ["Bangladesh"]) == 0.0  # whole words only
+    assert ev.key_fact("anything", []) is None
+    assert ev.TOP_PASSAGE_WORDS == 120
+    assert ev.cut_words("one  two\nthree four", 3) == "one two three"
+
+
+def _qa_passage(source: str, question: str, answer: str, *, asker: str = "Pat", speaker: str = "Amar Shah"):
+    """A passage over ``source``: ``asker`` asks ``question``, ``speaker`` answers ``answer``."""
+    from rag._records import Passage, Segment
+
+    q0, a0 = source.index(question), source.index(answer)
+    return Passage(
+        chunk_id="t.txt#0-1", transcript="t.txt", title="t", date="", kind="answer", speaker=speaker,
+        role="interviewee", text=answer, segments=[Segment(answer, a0)], turns=(0, 1), start_char=q0,
+        end_char=a0 + len(answer), question=question, question_speaker=asker, question_segments=[Segment(question, q0)],
+    )
+
+
+SOURCE = "Pat: Is it true that Bangladesh inspired you?\nAmar Shah: Yes. Bangladesh inspired me. It was great.\n"
+
+
+def test_citation_speaker_accuracy_on_hand_made_citations():
+    from types import SimpleNamespace
+
+    from rag._records import Citation
+
+    p = _qa_passage(SOURCE, "Is it true that Bangladesh inspired you?", "Yes. Bangladesh inspired me. It was great.")
+    said = SOURCE.index("Bangladesh inspired me.")
+    asked = SOURCE.index("Is it true")
+    answer_words = Citation(1, p, "Bangladesh inspired me.", [(said, said + 23)])
+    assert ev.citation_speaker_ok(answer_words) is True
+    # the asker's words, attributed to the answerer (no speaker on the citation: the passage's)
+    question_words = Citation(2, p, "Is it true that Bangladesh inspired you?", [(asked, asked + 40)])
+    assert ev.citation_speaker_ok(question_words) is False
+    # the same words attributed to the asker are right; the answer's words attributed to the asker are not
+    assert ev.citation_speaker_ok(SimpleNamespace(n=2, passage=p, quote="", highlights=[(asked, asked + 40)], speaker="Pat")) is True
+    assert ev.citation_speaker_ok(SimpleNamespace(n=1, passage=p, quote="", highlights=[(said, said + 23)], speaker="Pat")) is False
+    assert ev.citation_speaker_ok(SimpleNamespace(n=1, passage=p, quote="", highlights=[(said, said + 23)], speaker="Someone")) is False
+    # a highlight running from the question over "Amar Shah: " into the answer belongs to nobody
+    across = Citation(3, p, "", [(SOURCE.index("inspired you?"), said + 10)])
+    assert ev.citation_speaker_ok(across) is False
+    # every highlight must be inside: one good and one outside is wrong
+    assert ev.citation_speaker_ok(Citation(4, p, "", [(said, said + 23), (asked, asked + 5)])) is False
+    # no highlights: the quote is looked up in the answer text, then in the question
+    assert ev.citation_speaker_ok(Citation(5, p, "It was great.", [])) is True
+    assert ev.citation_speaker_ok(Citation(6, p, "Is it true", [])) is False
+    assert ev.citation_speaker_ok(Citation(7, p, "not in the passage", [])) is False
+    # an introduction: nobody's words, cited as nobody's
+    intro = _qa_passage(SOURCE, "Is it true", "Yes. Bangladesh inspired me.", asker="", speaker="")
+    intro.question_segments = []
+    assert ev.citation_speaker_ok(Citation(8, intro, "", [(said, said + 23)])) is True
+    assert ev.citation_speaker_ok(Citation(9, intro, "", [(asked, asked + 5)])) is False
+    # an unnamed asker's words, cited as said by nobody, are right; the answerer's words are not
+    unnamed = _qa_passage(SOURCE, "Is it true that Bangladesh inspired you?", "Yes. Bangladesh inspired me.", asker="")
+    assert ev.citation_speaker_ok(SimpleNamespace(n=1, passage=unnamed, quote="", highlights=[(asked, asked + 40)], speaker="")) is True
+    assert ev.citation_speaker_ok(SimpleNamespace(n=1, passage=unnamed, quote="", highlights=[(said, said + 23)], speaker="")) is False
+    yes = SOURCE.index("Yes.")
+    assert ev.spoken_ranges(p, "amar shah") == [(yes, yes + len("Yes. Bangladesh inspired me. It was great."))]
+
+
+def test_engine_row_answer_metrics_and_top_passage_baseline():
+    from types import SimpleNamespace
+
+    from rag._records import Citation, Retrieved
+
+    p = _qa_passage(SOURCE, "Is it true that Bangladesh inspired you?", "Yes. Bangladesh inspired me. It was great.")
+    said, asked = SOURCE.index("Bangladesh inspired me."), SOURCE.index("Is it true")
+    long_text = "word " * 119 + "Bangladesh inspired"  # the budget keeps "Bangladesh", cuts "inspired"
+    long_source = "Pat: Well?\nAmar Shah: " + long_text + "\n"
+    top = _qa_passage(long_source, "Well?", long_text)
+    answer = SimpleNamespace(
+        text="Amar Shah: “Bangladesh inspired me.” [1] “Is it true that Bangladesh inspired you?” [2]",
+        citations=[Citation(1, p, "Bangladesh inspired me.", [(said, said + 23)]),
+                   Citation(2, p, "Is it true that Bangladesh inspired you?", [(asked, asked + 40)])],
+        retrieved=[Retrieved(top, 0.9, 1), Retrieved(p, 0.8, 2)], abstained=False, evidence=0.7,
+    )
+    q = ev.validate_questions([{"id": "bd", "question": "What inspired him?", "answer": "Bangladesh inspired him.",
+                                "must_mention": ["Bangladesh", "Uganda"]}])[0]
+    row = ev._engine_row(q, [], answer, list(answer.retrieved), 5, 12.0)
+    assert row["citation_speaker_accuracy"] == 0.5
+    assert [c["speaker_correct"] for c in row["citations"]] == [True, False]
+    assert row["must_mention"] == 0.5 and row["key_fact"] == 0.0
+    # answer: amar shah bangladesh inspired true bangladesh inspired (7); reference: bangladesh inspired
+    # (him is a stopword): 2 in common, P = 2/7, R = 1
+    assert ev.answer_words(answer.text) == ["amar", "shah", "bangladesh", "inspired", "true", "bangladesh", "inspired"]
+    assert row["answer_f1"] == pytest.approx(4 / 9)
+    # top passage: 119 x "word" + "Bangladesh" (120 words): P = 1/120, R = 1/2
+    assert len(row["top_passage"].split()) == 120 and row["top_passage"].endswith("Bangladesh")
+    assert row["top_passage_f1"] == pytest.approx(2 * (1 / 120) * (1 / 2) / (1 / 120 + 1 / 2))
+    m = ev.aggregate([row], k=5)
+    assert m["citation_speaker_accuracy"] == 0.5 and m["key_fact"] == 0.0 and m["top_passage_f1"] == pytest.approx(0.0164, abs=1e-4)
+    report = {"k": 5, "metrics": m, "questions": [row]}
+    table = ev.summary_table(report)
+    for key in ("citation_speaker_accuracy", "key_fact", "answer_f1", "top_passage_f1"):
+        assert key in table, key
+    lines = table.splitlines()
+    assert lines.index(next(l for l in lines if l.startswith("top_passage_f1"))) == \
+        lines.index(next(l for l in lines if l.startswith("answer_f1"))) + 1  # side by side
+    [problem] = ev.misses(report)
+    assert "quote not spoken by the cited speaker in [2]" in problem and "must_mention" in problem
+    # unanswerable questions have no answer metrics
+    q_no = ev.validate_questions([{"id": "no", "question": "x?", "expect_no_answer": True, "answer": "y", "must_mention": ["z"]}])[0]
+    row_no = ev._engine_row(q_no, [], answer, list(answer.retrieved), 5, 1.0)
+    assert row_no["key_fact"] is None and row_no["answer_f1"] is None and row_no["top_passage_f1"] is None
+
+
 def test_abstention_accuracy_and_latency_percentiles():
     assert ev.abstention_accuracy([(True, True), (False, False), (True, False), (False, True)]) == 0.5
     assert ev.abstention_accuracy([(False, False)] * 3) == 1.0
@@ -253,7 +374,8 @@ def test_eval_json_on_the_seed_set(seed_cli_report):
     r = seed_cli_report
     assert r["n"] == len(seed_records()) and r["k"] == 5
     for key in ("hit@1", "hit@5", "recall@5", "mrr@10", "ndcg@10", "citation_precision", "citation_recall",
-                "must_mention", "token_f1", "rouge_l", "abstain_accuracy", "latency_p50_ms", "latency_p95_ms"):
+                "citation_speaker_accuracy", "must_mention", "key_fact", "answer_f1", "top_passage_f1",
+                "token_f1", "rouge_l", "abstain_accuracy", "latency_p50_ms", "latency_p95_ms"):
         assert key in r["metrics"], key
         assert r["metrics"][key] is not None, key
     assert {"specific", "speaker", "followup", "unanswerable", "summarize"} <= set(r["by_style"])
@@ -301,6 +423,8 @@ def test_eval_out_and_compare(seed_store, tmp_path):
     assert first["k"] == 3 and "hit@3" in first["metrics"] and "hit@3" in first["questions"][0]
     md = (tmp_path / "run1" / "report.md").read_text(encoding="utf-8")
     assert "| hit@3 |" in md and "bangladesh" in md
+    for key in ("citation_speaker_accuracy", "answer_f1", "top_passage_f1"):
+        assert f"| {key} |" in md and key in out, key
 
     # an "earlier" report that was worse on hit@1 and lost one question
     earlier = json.loads(json.dumps(first))
@@ -349,6 +473,66 @@ def test_eval_baselines_side_by_side(seed_store, tmp_path):
     assert code == 0, err
     strip = lambda m: {key: v for key, v in m.items() if not key.startswith("latency")}  # noqa: E731
     assert strip(json.loads(out2)["baselines"]["bm25"]["metrics"]) == strip(r["baselines"]["bm25"]["metrics"])
+
+
+OTHER = (
+    "Interviewer: Where do the zebras at the sanctuary sleep?\n\n"
+    "Keeper Jo: The zebras sleep standing up in the eastern paddock, close to the waterhole, "
+    "and the youngest foals lie down in the straw barn.\n"
+)
+
+
+@pytest.fixture(scope="module")
+def two_transcript_store(tmp_path_factory, embedder):
+    """A store holding the seed interview and a short second transcript no question names."""
+    import shutil
+
+    from rag import ingest, load_settings
+
+    folder = tmp_path_factory.mktemp("two") / "in"
+    folder.mkdir()
+    shutil.copy(ROOT / "corpus" / SEED_ID, folder / SEED_ID)
+    (folder / "zebras.txt").write_text(OTHER, encoding="utf-8")
+    settings = load_settings(store=folder.parent / "store")
+    assert not ingest([folder], settings, embedder=embedder).failed
+    return settings, folder
+
+
+def test_baselines_search_every_transcript_in_the_store(two_transcript_store, embedder, tmp_path):
+    """The question set names only the seed interview; the baselines must still search both
+    transcripts, as ours does, and find the second one's answer."""
+    import shutil
+
+    from rag import Engine
+    from rag._baselines import split_chunks
+
+    settings, folder = two_transcript_store
+    engine = Engine(settings, embedder=embedder)
+    assert sorted(engine.transcripts()) == [SEED_ID, "zebras.txt"]
+    questions = seed_records("bangladesh") + [{"id": "zebras", "question": "Where do the zebras sleep?", "style": "specific"}]
+    both = {SEED_ID: engine.source_text(SEED_ID), "zebras.txt": engine.source_text("zebras.txt")}
+    n_chunks = len(split_chunks(both))
+    assert n_chunks == len(split_chunks({SEED_ID: both[SEED_ID]})) + 1
+    report = ev.evaluate(questions, settings, engine=engine, baselines=("naive", "bm25"))
+    for name, b in report["baselines"].items():
+        assert b["transcripts"] == [SEED_ID, "zebras.txt"], name
+        assert b["chunks"] == n_chunks, name
+        rows = {q["id"]: q for q in b["questions"]}
+        assert rows["zebras"]["retrieved"][0]["transcript"] == "zebras.txt", name
+        assert rows["bangladesh"]["hit@5"] == 1.0, name
+    # --transcripts: the store's transcripts read from the folder they were ingested from, same corpus
+    same = ev.evaluate(questions, settings, engine=engine, baselines=("bm25",), transcripts=folder)
+    assert same["baselines"]["bm25"]["transcripts"] == [SEED_ID, "zebras.txt"]
+    assert same["baselines"]["bm25"]["chunks"] == n_chunks
+    # a folder lacking one of the store's transcripts, or holding another version of it, is refused
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(folder / SEED_ID, partial / SEED_ID)
+    with pytest.raises(QuestionSetError, match="zebras.txt"):
+        ev.evaluate(questions, settings, engine=engine, baselines=("bm25",), transcripts=partial)
+    (partial / "zebras.txt").write_text(OTHER.replace("eastern", "western"), encoding="utf-8")
+    with pytest.raises(QuestionSetError, match="not the version of zebras.txt"):
+        ev.evaluate(questions, settings, engine=engine, baselines=("bm25",), transcripts=partial)
 
 
 def test_evaluate_api_errors(seed_store, embedder):
