@@ -317,6 +317,7 @@ def _speaker_entries(speakers: list[Speaker]) -> list[SpeakerEntry]:
 _LEAD = re.compile(r"^\s*(and|but|also|so|then|what about|how about|what of|and what about|and how about|same for|now)\b[\s,]*", re.I)
 _PRONOUNS = {"he", "she", "him", "her", "his", "hers", "they", "them", "their", "it", "its", "that", "this", "those", "these", "there"}
 _PERSON = {"he", "she", "him", "her", "his", "hers"}
+_PREPOSITION = re.compile(r"^(about|on|regarding|concerning|for|in|with|from|to|of)\s+\S", re.I)
 
 
 @dataclass
@@ -363,8 +364,19 @@ def resolve(question: str, history: list[HistoryTurn], filters: dict[str, Any] |
     new_subject = rest.strip().rstrip("?.! ")
     new_terms = [w for w in content_words(new_subject) if w not in STOPWORDS]
     if m and new_terms and not (toks & _PRONOUNS - {"that", "this"}):
-        # "and Uganda?": swap the earlier question's most specific term for the new subject
-        prev_terms = [w for w in content_words(prev.question) if w not in new_terms]
+        # "and about the arts sector?" after "What did Bains say about business loans?": the new
+        # phrase takes the place of the earlier one that opens with the same preposition
+        lead = _PREPOSITION.match(new_subject)
+        if lead:
+            at = list(re.finditer(rf"\b{re.escape(lead.group(1))}\b", prev.question, re.I))
+            if at:
+                head = prev.question[: at[-1].start()].rstrip()
+                end = re.search(r"[?.!]*\s*$", prev.question)
+                return Resolution(f"{head} {new_subject}{end.group().strip() if end else ''}", carried, speakers, True)
+        # "and Uganda?": swap the earlier question's most specific term for the new subject; the
+        # people it named stay (they are who was asked, not what about)
+        who = {w for name in prev.speakers + ([prev.speaker] if prev.speaker else []) for w in words(fold(name))}
+        prev_terms = [w for w in content_words(prev.question) if w not in new_terms and w not in who]
         if prev_terms:
             target = max(prev_terms, key=rarity)
             pattern = re.compile(rf"\b{re.escape(target)}\w*", re.I)

@@ -84,6 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcripts", metavar="DIR", help="folder of the question set's transcripts, for the baselines (default: from the store)")
     _common(p)
 
+    p = sub.add_parser(
+        "fit",
+        help="fit the ranking weights on a question set",
+        description=(
+            "Learn the ranking weights from questions whose passages are known (the question-set format of "
+            "`rag eval`; its transcripts must be in the store). Figures are cross-validated by transcript: "
+            "each transcript's questions are ranked with weights fitted on the others only. The defaults "
+            "were fitted this way on 24 committee hearings (docs/EVALUATION.md)."
+        ),
+    )
+    p.add_argument("questions", help="question set file (JSONL or YAML) with sources")
+    p.add_argument("--folds", type=int, default=6, help="cross-validation folds, by transcript (default 6)")
+    p.add_argument("--write", metavar="FILE", help="write the weights as a settings file (TOML) to use with --config")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(p)
+
     p = sub.add_parser("ui", help="start the chat app in the browser", description="Start the Streamlit chat app.")
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -281,6 +297,12 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return run_cli(args, settings)
 
 
+def cmd_fit(args: argparse.Namespace, settings: Settings) -> int:
+    from ._fit import run_cli
+
+    return run_cli(args, settings)
+
+
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     if not app.exists():
@@ -312,6 +334,7 @@ COMMANDS = {
     "chunks": cmd_chunks,
     "ask": cmd_ask,
     "eval": cmd_eval,
+    "fit": cmd_fit,
     "ui": cmd_ui,
 }
 
