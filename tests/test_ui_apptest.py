@@ -168,7 +168,8 @@ def test_follow_up_is_answered_in_context(monkeypatch, seed_store):
 def test_filters_restrict_what_is_searched(monkeypatch, hostile_store):
     at = start(monkeypatch, hostile_store)
     at.selectbox(key="f_transcript").set_value(HOSTILE_NAME).run()
-    assert at.selectbox(key="f_speaker").options == ["Any speaker", "Eve <b>Mallory</b>"]
+    # the interviewer (Quinn) asks and can be chosen too
+    assert at.selectbox(key="f_speaker").options == ["Any speaker", "Eve <b>Mallory</b>", "Quinn"]
     ask(at, BANGLADESH)
     a = chat(at)[-1]["answer"]
     assert chat(at)[-1]["filters"] == {"transcript": HOSTILE_NAME}
