@@ -7,7 +7,10 @@ any interview has (how close in meaning, how many rare words shared, whether the
 this speaker or the one who asked), so a model fitted on one kind of transcript carries to another.
 
 A feature missing from the weights counts zero; a weight naming an unknown feature is an error
-that lists the known ones.
+that lists the known ones. Features that did not pay on both the training split and the
+development set were taken out (docs/EVALUATION.md, ablation): a third BM25 index over the
+questions alone, the dense list's reciprocal rank, the neighbouring passages' scores and a flag
+for passages with no question.
 """
 
 from __future__ import annotations
@@ -21,17 +24,13 @@ FEATURES: tuple[str, ...] = (
     "dense",  # cosine of the question with the passage (its question and answer, with speakers)
     "lexical",  # BM25 over speaker, asker, question and answer, divided by the best passage's
     "lexical_answer",  # BM25 over the answer's words alone, likewise divided
-    "lexical_question",  # BM25 over the words of the question it answers, likewise divided
-    "dense_rr",  # reciprocal rank in the dense list (1 at rank 1, 0 when absent)
     "lexical_rr",  # reciprocal rank in the lexical list
     "speaker",  # the question names the passage's speaker (by name, initials, tag or title)
     "asker",  # the question names the passage's asker
     "role_kind",  # the question names the passage's role or kind ("the interviewer", "the reader")
-    "context",  # the best neighbouring passage's dense + lexical (the same exchange)
     "transcript",  # how well the passage's transcript matches: its best candidates' dense + lexical
     "short",  # an answer of fewer than ten words ("Yes.", "Thank you, Chair.")
     "log_words",  # log of the answer's length in words, over log 1000
-    "no_question",  # a passage with no question before it (a statement, an introduction)
     "introduction",  # the transcript's introduction
     "comment",  # a reader's comment
 )

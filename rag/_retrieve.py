@@ -60,9 +60,7 @@ class Index:
         # the answer's words alone: a passage that answers in the question's words, not one that
         # repeats them in its question
         self.bm25_answer = bm25s.BM25(k1=1.2, b=0.75)
-        self.bm25_question = bm25s.BM25(k1=1.2, b=0.75)
         if passages:
-            self.bm25_question.index([stem_tokens(p.question) or ["_empty_"] for p in passages], show_progress=False)
             self.bm25.index(corpus, show_progress=False)
             self.bm25_answer.index([stem_tokens(p.text) or ["_empty_"] for p in passages], show_progress=False)
         self.n_words = [len(p.text.split()) for p in passages]
@@ -187,15 +185,12 @@ def candidates(index: Index, dense_hits: list[tuple[int, float]], query: QueryPl
     q_tokens = [t for t in query_tokens(query.lexical_text) if t in index.vocab]
     lex = np.zeros(n, dtype=np.float32)
     lex_a = np.zeros(n, dtype=np.float32)
-    lex_q = np.zeros(n, dtype=np.float32)
     if q_tokens and n:
         lex = np.asarray(index.bm25.get_scores(q_tokens), dtype=np.float32)
         lex_a = np.asarray(index.bm25_answer.get_scores(q_tokens), dtype=np.float32)
-        lex_q = np.asarray(index.bm25_question.get_scores(q_tokens), dtype=np.float32)
     if allowed is not None:
         lex = np.where(allowed, lex, 0.0)
         lex_a = np.where(allowed, lex_a, 0.0)
-        lex_q = np.where(allowed, lex_q, 0.0)
     d_cand: dict[int, float] = {}
     for i, cos in dense_hits:
         if allowed is None or allowed[i]:
@@ -205,17 +200,13 @@ def candidates(index: Index, dense_hits: list[tuple[int, float]], query: QueryPl
     rows = np.array(sorted(set(d_idx) | set(l_idx)), dtype=np.int64)
     if rows.size == 0:
         return Candidates(rows, np.zeros((0, len(FEATURES)), dtype=np.float32))
-    near = [index.neighbours(int(i), radius=1) for i in rows]
-    near_rows = np.array(sorted({j for nb in near for j in nb} | set(rows.tolist())), dtype=np.int64)
     if index.vectors is not None:
-        cos_all = dict(zip(near_rows.tolist(), index.similarities(q_vec, near_rows).tolist()))
+        dense = index.similarities(q_vec, rows)
     else:
-        cos_all = {int(i): d_cand.get(int(i), 0.0) for i in near_rows}
+        dense = np.array([d_cand.get(int(i), 0.0) for i in rows], dtype=np.float32)
     lex_max = float(lex.max()) or 1.0
     lexa_max = float(lex_a.max()) or 1.0
-    dense = np.array([cos_all[int(i)] for i in rows], dtype=np.float32)
     lexn = lex[rows] / lex_max
-    context = np.array([max((cos_all[j] + lex[j] / lex_max for j in nb), default=0.0) for nb in near], dtype=np.float32)
     ps = index.passages
     speakers, roles, kinds = set(query.speakers), set(query.roles), set(query.kinds)
     n_words = np.array([index.n_words[i] for i in rows], dtype=np.float32)
@@ -224,17 +215,13 @@ def candidates(index: Index, dense_hits: list[tuple[int, float]], query: QueryPl
         "dense": dense,
         "lexical": lexn,
         "lexical_answer": lex_a[rows] / lexa_max,
-        "lexical_question": lex_q[rows] / (float(lex_q.max()) or 1.0),
-        "dense_rr": reciprocal_ranks(d_idx, rows, rr_k),
         "lexical_rr": reciprocal_ranks(l_idx, rows, rr_k),
         "speaker": np.array([ps[i].speaker in speakers for i in rows], dtype=np.float32),
         "asker": np.array([bool(ps[i].question_speaker) and ps[i].question_speaker in speakers for i in rows], dtype=np.float32),
         "role_kind": np.array([ps[i].role in roles or ps[i].kind in kinds for i in rows], dtype=np.float32),
-        "context": context,
         "transcript": transcript_feature([ps[i].transcript for i in rows], dense + lexn, transcript_top),
         "short": short,
         "log_words": log_words,
-        "no_question": np.array([not ps[i].question for i in rows], dtype=np.float32),
         "introduction": np.array([ps[i].kind == "introduction" for i in rows], dtype=np.float32),
         "comment": np.array([ps[i].kind == "comment" for i in rows], dtype=np.float32),
     }

@@ -18,20 +18,16 @@ CHUNKER_VERSION = 4  # bump when passages or their embedded text change
 # Fitted by `rag fit` on ../shared/data/qmsum-committee-train (24 hearings, 284 questions),
 # cross-validated by hearing; see docs/EVALUATION.md for the run, the folds and the ablation.
 FITTED_WEIGHTS: dict[str, float] = {
-    "dense": 5.4394,
-    "lexical": 4.0206,
-    "lexical_answer": -1.2672,
-    "lexical_question": 0.3464,
-    "dense_rr": 0.3493,
-    "lexical_rr": 2.6,
-    "speaker": 2.16,
-    "asker": 4.2248,
-    "role_kind": 4.2248,  # never varies in the training split: tied to the larger of "speaker"/"asker" (rag._fit.TIED)
-    "context": 0.9037,
-    "transcript": 3.4177,
-    "short": 1.1317,
-    "log_words": 6.4143,
-    "no_question": -0.1589,
+    "dense": 7.3562,
+    "lexical": 4.604,
+    "lexical_answer": -1.7186,
+    "lexical_rr": 2.7578,
+    "speaker": 1.9356,
+    "asker": 4.4684,
+    "role_kind": 4.4684,  # never varies in the training split: tied to the larger of "speaker"/"asker" (rag._fit.TIED)
+    "transcript": 4.0403,
+    "short": 1.0697,
+    "log_words": 6.5835,
 }
 
 

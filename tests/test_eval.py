@@ -25,18 +25,18 @@ SEED_ID = "nhs-impact-amar-shah-interview.txt"
 # Quality floors, set from measured values (docs/EVALUATION.md has the table and the commands).
 # Raising a floor is fine; lowering one needs a note here saying why.
 # Measured on eval/seed.jsonl (41 questions, k = 5) with the ranking fitted on the training split:
-# hit@1 0.647 (was 0.588 with the hand-set weights), hit@5 0.912 (31 of 34 with gold; was 0.941),
+# hit@1 0.618 (0.588 with the hand-set weights), hit@5 0.912 (31 of 34 with gold; was 0.941),
 # abstention accuracy 0.976 (40 of 41). Lowered from 0.91 with the fitted ranking, which loses one
-# seed question from the top 5 and gains two first places; the floors allow one more to slip.
+# seed question from the top 5; the floors allow one more to slip.
 SEED_HIT5_FLOOR = 0.88
 SEED_ABSTAIN_FLOOR = 0.95
 # Measured on the development set (67 questions, k = 5, all six hearings in one store) with the
-# weights `rag fit` learns on the training split: hit@5 0.895 (60 of 67), hit@1 0.642 (43 of 67).
-# The old 0.70 hit@1 floor was set on the very set the hand-set weights were chosen on (0.701);
-# those weights reach 0.616 on the training split, the fitted ones 0.687 cross-validated (see
-# docs/EVALUATION.md). The floors allow two or three questions to slip.
+# weights `rag fit` learns on the training split: hit@1 0.702 (47 of 67), hit@5 0.895 (60 of 67).
+# (The hand-set weights before: 0.701 and 0.910 here, chosen on this very set, and 0.616 / 0.845 on
+# the training split, where the fitted ones reach 0.697 / 0.849 cross-validated.) The floors allow
+# two or three questions to slip.
 DEV_HIT5_FLOOR = 0.86
-DEV_HIT1_FLOOR = 0.60
+DEV_HIT1_FLOOR = 0.66
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
