@@ -19,7 +19,7 @@ from pathlib import Path
 from _common import DEV_QUESTIONS, DEV_TRANSCRIPTS, SHARED
 
 TRAIN = SHARED / "qmsum-committee-train"
-RULES = ("strip_request", "title_neutral", "speaker_pool", "scope")
+RULES = ("strip_request", "title_neutral", "scope")
 
 
 def _store(path: str | None, transcripts: Path, tmp: Path, name: str) -> Path:

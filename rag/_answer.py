@@ -31,19 +31,6 @@ FIELDS = ("text", "question")
 QUESTION_PENALTY = 0.08  # the answer is preferred to the question's own words when both fit
 
 
-def decide(plan, evidence: float, has_sentences: bool, threshold: float) -> bool:
-    """Abstain? When the best quoted sentence supports the question less than ``threshold``,
-    unless the question asks only who said something ("What did the reader say?": their words
-    answer it); and always when it names something the transcripts never mention."""
-    if not has_sentences:
-        return True
-    if plan.unknown_names:
-        return True
-    if plan.refers and not plan.topic:
-        return False
-    return evidence < threshold
-
-
 def passage_sentences(p: Passage, field: str = "text") -> list[tuple[int, int]]:
     """Quotable sentences of a passage's answer, or of its question (only the question's own
     statements, "This reminded me of...", not what it asks: that is no answer)."""

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _answer
+from ._decide import decide
 from ._embed import Embedder
 from ._errors import StoreMissingError, StoreUnavailableError
 from ._records import Answer, Passage, Retrieved
@@ -258,8 +259,6 @@ class Engine:
         timings["embed_ms"] = (time.perf_counter() - t1) * 1000
         t2 = time.perf_counter()
         hits = self._dense(index, q_vec, r.pool, query.filters)
-        if query.speakers and p.speaker_pool:
-            hits += self._dense(index, q_vec, r.pool, {**query.filters, "speaker": query.speakers})
         timings["dense_ms"] = (time.perf_counter() - t2) * 1000
         cands = candidates(index, hits, query, q_vec, pool=r.pool, rr_k=r.rr_k, short_words=r.short_words)
         return index, query, q_vec, cands
@@ -322,7 +321,7 @@ class Engine:
         # select
         chosen, evidence = self._select(query, q_vec, top)
         # decide
-        abstained = _answer.decide(query, evidence, bool(chosen), self.settings.abstain_threshold)
+        abstained = decide(query, evidence, bool(chosen), self.settings.abstain_threshold)
         notice = ""
         use_llm = (llm if llm is not None else bool(self.settings.llm or self._chat_model)) and not abstained
         if abstained:

@@ -62,7 +62,6 @@ class PlanningSettings(BaseModel):
 
     strip_request: bool = Field(True, description="Embed the question without its request phrasing ('Summarize the discussion about').")
     title_neutral: bool = Field(True, description="Leave titles of the speakers the question names out of the lexical query.")
-    speaker_pool: bool = Field(True, description="Also search the named speakers' own passages for candidates.")
     scope: bool = Field(True, description="A question naming a transcript (title, file, 'the interview with X') searches only it.")
 
 
