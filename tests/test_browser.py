@@ -233,7 +233,7 @@ def test_hostile_transcript_is_shown_as_text(server, page, tmp_path):
     _ask(page, "What is in the payload file?")
     answer = page.locator(".rag-answer", has_text="payload").first
     answer.wait_for()
-    assert answer.inner_text().startswith("Eve <b>Mallory</b> says:")
+    assert answer.inner_text().startswith("Eve <b>Mallory</b> (EVE) says:")  # name, with the tag the transcript uses
     card = page.get_by_test_id("stExpander").first
     label = card.locator("summary").inner_text()
     assert "Eve <b>Mallory</b>" in label and '<img src=x onerror="window.__pwned=1"> ![t](http://example.invalid/t.png)' in label

@@ -91,7 +91,7 @@ def test_engine_sees_what_another_process_ingests(mode, tmp_path, embedder, requ
     assert view is not old_view and view.fingerprint != old_view.fingerprint
     assert {p.transcript for p in view.passages} == {"zeppelin.txt", "lighthouse.txt"}
     assert set(engine.transcripts()) == {"zeppelin.txt", "lighthouse.txt"}
-    assert any(s.name == "Maud Kerrigan" for s in view.speakers)
+    assert any(s.name == "Maud Kerrigan" for s in view.corpus.speakers)
 
     # dense and lexical both find B: a rare word only B has, and a paraphrase
     cat = engine.ask("What was the cat called that slept on the lamp-room stairs?")
