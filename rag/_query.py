@@ -314,10 +314,20 @@ def _speaker_entries(speakers: list[Speaker]) -> list[SpeakerEntry]:
 
 # ---------------------------------------------------------------------------- follow-ups
 
-_LEAD = re.compile(r"^\s*(and|but|also|so|then|what about|how about|what of|and what about|and how about|same for|now)\b[\s,]*", re.I)
+# How a short follow-up opens ("and Uganda?", "what about the care homes?") (generic English).
+_LEAD = re.compile(r"^\s*(and what about|and how about|what about|how about|what of|same for|and|but|also|so|then|now)\b[\s,]*", re.I)
 _PRONOUNS = {"he", "she", "him", "her", "his", "hers", "they", "them", "their", "it", "its", "that", "this", "those", "these", "there"}
 _PERSON = {"he", "she", "him", "her", "his", "hers"}
 _PREPOSITION = re.compile(r"^(about|on|regarding|concerning|for|in|with|from|to|of)\s+\S", re.I)
+_ANY_PREPOSITION = re.compile(r"\b(about|on|regarding|concerning|for|in|with|from|to|of|at|over|towards?)\b", re.I)
+# A follow-up that is a question of its own ("and why?", "and what happens to the theatres?").
+_ASKS = re.compile(r"^(what|why|how|when|where|who|whom|whose|which|is|are|was|were|do|does|did|can|could|will|would|should|has|have|had)\b", re.I)
+# Words that point back at the earlier exchange rather than name a topic of their own.
+_ANAPHORA = {"they", "them", "their", "it", "its", "that", "this", "those", "these", "there",
+             "next", "else", "instead", "later", "further", "afterwards", "why", "how", "so"}
+_GENERIC = {"next", "else", "instead", "rather", "later", "further", "afterwards", "also", "still", "other"}
+# People referred to by role, not name ("and the interviewer?"): a new speaker, the same topic.
+_PEOPLE = {w for w, (what, _) in _ROLE_WORDS.items() if what == "role"} | {"reader", "readers", "commenter"}
 
 
 @dataclass
@@ -338,53 +348,172 @@ class Resolution:
     followup: bool
 
 
+def _split_lead(question: str) -> tuple[re.Match[str] | None, str]:
+    m = _LEAD.match(question)
+    return m, (question[m.end():] if m else question).strip()
+
+
 def is_followup(question: str) -> bool:
+    """Does the question lean on the conversation? "and Uganda?", "why?", "why does he think
+    that?" do; "Who is Amar Shah?" does not, nor "And why did whole fjords empty out after quota
+    became tradeable?": a question of its own (a question word, then six content words) that
+    happens to open with "and"."""
     q = question.strip()
     toks = words(fold(q))
-    if _LEAD.match(q):
-        return True
+    m, rest = _split_lead(q)
+    if m:
+        own = content_words(rest)
+        return not (_ASKS.match(rest) and len(own) >= 6 and not set(toks) & _PERSON)
     if not content_words(q):  # "why?", "how so?"
         return True
     return any(t in _PRONOUNS for t in toks) and len(content_words(q)) <= 4
 
 
+def _ending(question: str) -> str:
+    end = re.search(r"[?.!]+\s*$", question)
+    return end.group().strip() if end else "?"
+
+
+def _body(question: str) -> str:
+    return re.sub(r"[?.!\s]+$", "", question)
+
+
+def _name_words(names: list[str]) -> set[str]:
+    return {w for n in names for w in words(fold(n)) if w not in _HONORIFICS}
+
+
+def _tokens(text: str) -> list[tuple[int, int, str]]:
+    return [(m.start(), m.end(), m.group()) for m in re.finditer(r"[\w][\w'’.\-]*[\w]|\w", text)]
+
+
+def _person_span(question: str, names: set[str]) -> tuple[int, int] | None:
+    """Where the question refers to a person: a run of name words ("Helen Osei"), a role ("the
+    interviewer"), or he/she."""
+    toks = _tokens(question)
+    for i, (s, e, t) in enumerate(toks):
+        f = re.sub(r"'s?$", "", fold(t).replace("’", "'"))
+        if f in names:
+            j = i
+            while j + 1 < len(toks) and re.sub(r"'s?$", "", fold(toks[j + 1][2]).replace("’", "'")) in names:
+                j += 1
+            end = toks[j][1] - (2 if re.search(r"'s$", fold(toks[j][2]).replace("’", "'")) else 0)
+            return s, end
+        if f in _PEOPLE:
+            start = toks[i - 1][0] if i and fold(toks[i - 1][2]) in _DETERMINERS else s
+            return start, e
+        if f in ("he", "she"):
+            return s, e
+    return None
+
+
+def _proper_runs(question: str, exclude: set[str]) -> list[tuple[int, int]]:
+    """Runs of capitalised words past the first word, that are not the people in ``exclude``."""
+    runs: list[tuple[int, int]] = []
+    toks = _tokens(question)
+    for i, (s, e, t) in enumerate(toks):
+        f = re.sub(r"'s?$", "", fold(t).replace("’", "'"))
+        if i == 0 or not t[0].isupper() or f in exclude or f in STOPWORDS or f == "i":
+            continue
+        if runs and re.fullmatch(r"\s+", question[runs[-1][1]:s] or "x"):
+            runs[-1] = (runs[-1][0], e)
+        else:
+            runs.append((s, e))
+    return runs
+
+
+def _swap_subject(prev: str, new: str, people: set[str], rarity: Callable[[str], float]) -> str:
+    """The earlier question with its subject replaced by ``new``: a proper name by a name ("What
+    can we learn from Norway?" + "Iceland"), else the phrase after its last preposition ("What did
+    Webb say about the libraries?" + "the care homes"), else its most specific word."""
+    body, end = _body(prev), _ending(prev)
+    last = list(_ANY_PREPOSITION.finditer(body))
+    tail_from = last[-1].end() if last else len(body)
+    if new[:1].isupper():
+        runs = _proper_runs(body, people)
+        inside = [r for r in runs if r[0] >= tail_from]
+        if inside or runs:
+            s, e = (inside or runs)[-1]
+            return f"{body[:s]}{new}{body[e:]}{end}"
+    if last and body[tail_from:].strip():
+        return f"{body[:tail_from]} {new}{end}"
+    terms = [w for w in content_words(body) if w not in people]
+    if terms:
+        target = max(terms, key=rarity)
+        pattern = re.compile(rf"\b{re.escape(target)}\w*", re.I)
+        if pattern.search(body):
+            return pattern.sub(new, body, count=1) + end
+    return f"{body} {new}{end}"
+
+
+def _name_the_person(question: str, name: str) -> str:
+    """The first he/she/him becomes the name, a first his/hers or possessive her ("her
+    teachers") the name's; later ones read naturally as they are."""
+    def sub(m: re.Match[str]) -> str:
+        w, after = m.group(1).lower(), m.group(3) or ""
+        possessive = w in ("his", "hers") or (w == "her" and after and fold(after) not in STOPWORDS)
+        return f"{name}'s" if possessive else name
+    return re.sub(r"\b(he|she|him|his|hers|her)\b(?=(\s+([\w'’]+))?)", sub, question, count=1, flags=re.I)
+
+
 def resolve(question: str, history: list[HistoryTurn], filters: dict[str, Any] | None, rarity: Callable[[str], float]) -> Resolution:
-    """``rarity(word)`` ranks words by how specific they are in the corpus (idf)."""
+    """A follow-up read against the latest turn of the conversation (whose question is already
+    resolved, so a chain resolves turn by turn). ``rarity(word)`` ranks words by how specific they
+    are in the corpus (idf). What is carried: the earlier question's filters; its speakers, or the
+    speaker of its answer when the follow-up says he/she; its subject when the follow-up names a
+    new one; its topic when the follow-up names a new speaker."""
     filters = dict(filters or {})
     if not history or not is_followup(question):
         return Resolution(question, filters, [], False)
     prev = history[-1]
     carried = {**prev.filters, **filters}
     speakers = list(prev.speakers)
-    toks = set(words(fold(question)))
-    if toks & _PERSON and prev.speaker:
-        speakers = [prev.speaker]
-    m = _LEAD.match(question)
-    rest = question[m.end():] if m else question
-    new_subject = rest.strip().rstrip("?.! ")
-    new_terms = [w for w in content_words(new_subject) if w not in STOPWORDS]
-    if m and new_terms and not (toks & _PRONOUNS - {"that", "this"}):
-        # "and about the arts sector?" after "What did Bains say about business loans?": the new
-        # phrase takes the place of the earlier one that opens with the same preposition
+    person = prev.speakers[0] if len(prev.speakers) == 1 else prev.speaker
+    people = _name_words(prev.speakers + ([prev.speaker] if prev.speaker else []))
+    known = _name_words([n for t in history for n in t.speakers + ([t.speaker] if t.speaker else [])])
+    toks = words(fold(question))
+    m, rest = _split_lead(question)
+    new_subject = _body(rest)
+    new_words = content_words(new_subject)
+
+    if m and new_words and not _ASKS.match(rest) and not set(toks) & (_PRONOUNS - _PERSON):
+        if set(toks) & _PERSON and person:
+            # "and what about her teachers?": hers is the earlier answer's speaker, named unless
+            # the earlier question names her already
+            speakers = [person]
+            if not people & set(words(fold(prev.question))):
+                new_subject = _name_the_person(new_subject, person)
+        subject_words = {w for w in new_words if w not in _DETERMINERS}
+        if subject_words <= _PEOPLE or subject_words <= known - people:
+            # "and the interviewer?": someone else on the same topic
+            span = _person_span(_body(prev.question), people)
+            if span:
+                body = _body(prev.question)
+                return Resolution(f"{body[:span[0]]}{new_subject}{body[span[1]:]}{_ending(prev.question)}", carried,
+                                  [], True)
+            return Resolution(f"{prev.question} ({new_subject})", carried, [], True)
         lead = _PREPOSITION.match(new_subject)
         if lead:
-            at = list(re.finditer(rf"\b{re.escape(lead.group(1))}\b", prev.question, re.I))
+            # "and about the arts sector?" after "What did Bains say about business loans?": the new
+            # phrase takes the place of the earlier one that opens with the same preposition (else
+            # of the earlier question's last prepositional phrase)
+            body = _body(prev.question)
+            at = list(re.finditer(rf"\b{re.escape(lead.group(1))}\b", body, re.I)) or list(_ANY_PREPOSITION.finditer(body))
             if at:
-                head = prev.question[: at[-1].start()].rstrip()
-                end = re.search(r"[?.!]*\s*$", prev.question)
-                return Resolution(f"{head} {new_subject}{end.group().strip() if end else ''}", carried, speakers, True)
-        # "and Uganda?": swap the earlier question's most specific term for the new subject; the
-        # people it named stay (they are who was asked, not what about)
-        who = {w for name in prev.speakers + ([prev.speaker] if prev.speaker else []) for w in words(fold(name))}
-        prev_terms = [w for w in content_words(prev.question) if w not in new_terms and w not in who]
-        if prev_terms:
-            target = max(prev_terms, key=rarity)
-            pattern = re.compile(rf"\b{re.escape(target)}\w*", re.I)
-            if pattern.search(prev.question):
-                return Resolution(pattern.sub(new_subject, prev.question, count=1), carried, speakers, True)
-        return Resolution(f"{prev.question} {new_subject}", carried, speakers, True)
-    # "why does he think that?": keep the earlier question as context
-    return Resolution(f"{question} ({prev.question})", carried, speakers, True)
+                return Resolution(f"{body[: at[-1].start()].rstrip()} {new_subject}{_ending(prev.question)}", carried, speakers, True)
+            return Resolution(f"{body} {new_subject}{_ending(prev.question)}", carried, speakers, True)
+        # "and Uganda?": the new subject replaces the earlier question's; the people it named stay
+        # (they are who was asked, not what about)
+        return Resolution(_swap_subject(prev.question, new_subject, people, rarity), carried, speakers, True)
+
+    text = rest if m and rest.strip(" ?.!") else question
+    if set(toks) & _PERSON and person:
+        # "what did she say about funding?": the speaker of the earlier answer, by name
+        speakers = [person]
+        own = [w for w in content_words(text) if w not in _PRONOUNS and w not in _REQUEST and w not in _GENERIC]
+        if own and not set(words(fold(text))) & _ANAPHORA:
+            return Resolution(_name_the_person(text, person), carried, speakers, True)
+    # "why does he think that?", "and why?": the question, with the earlier one as its context
+    return Resolution(f"{text} ({prev.question})", carried, speakers, True)
 
 
 # ---------------------------------------------------------------------------- the plan
