@@ -321,7 +321,7 @@ class Engine:
         # select
         chosen, evidence = self._select(query, q_vec, top)
         # decide
-        abstained = decide(query, evidence, bool(chosen), self.settings.abstain_threshold)
+        abstained = decide(query, evidence, chosen, top, idf=self._idf, vocab=self.index().corpus.words, settings=self.settings.refusal, threshold=self.settings.abstain_threshold)
         notice = ""
         use_llm = (llm if llm is not None else bool(self.settings.llm or self._chat_model)) and not abstained
         if abstained:

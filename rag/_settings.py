@@ -65,6 +65,38 @@ class PlanningSettings(BaseModel):
     scope: bool = Field(True, description="A question naming a transcript (title, file, 'the interview with X') searches only it.")
 
 
+class RefusalSettings(BaseModel):
+    """When to say the transcripts do not answer a question (rag/_decide.py, rag/_refusal.py)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str = Field(
+        "fitted", pattern="^(fitted|threshold)$",
+        description="'fitted': the logistic model below, with abstain_threshold as an evidence floor; 'threshold': the floor alone.")
+    # Fitted by scripts/fit_refusal.py on 2026-11-29 on ../shared/data/qmsum-committee-train (284 questions
+    # asked of the whole store, and of the other hearings only), cross-validated by hearing;
+    # figures in docs/EVALUATION.md, "Refusal". "speaker_only" never varies there: such questions are
+    # answered by rule (rag/_decide.py).
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "evidence": -2.3766, "score1": -0.3870, "margin": -0.1595, "coverage": -1.7617, "absent": -0.1240,
+            "unknown_names": 1.3462, "type_missing": -0.7074, "speaker_only": 0.0,
+        },
+        description="Weight of each refusal feature (rag._refusal.FEATURES); fitted by scripts/fit_refusal.py.",
+    )
+    bias: float = Field(9.5427, description="Bias of the logistic model.")
+    threshold: float = Field(
+        0.8586, ge=0, le=1, description="Refuse when the probability that the transcripts do not answer reaches this.")
+
+    @field_validator("weights")
+    @classmethod
+    def _known(cls, v: dict[str, float]) -> dict[str, float]:
+        from ._refusal import check_weights
+
+        check_weights(v)
+        return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="forbid", validate_assignment=True)
 
@@ -83,6 +115,7 @@ class Settings(BaseSettings):
     upload_max_mb: float = Field(5.0, gt=0, description="Size cap of one uploaded file in the app.")
     planning: PlanningSettings = Field(default_factory=PlanningSettings, description="Query-planning rules.")
     ranking: RankingSettings = Field(default_factory=RankingSettings, description="Candidate pools and fitted ranking weights.")
+    refusal: RefusalSettings = Field(default_factory=RefusalSettings, description="The fitted refusal model.")
 
     @field_validator("chroma_url")
     @classmethod
