@@ -25,10 +25,11 @@ class Sentence:
     cosine: float = 0.0
     overlap: float = 0.0
     field: str = "text"  # "text": the answer; "question": the question that prompted it
+    position: int = 0  # its place among the quotable sentences of that field
+    carries: bool = False  # holds the kind of thing the question asks for (a year, an amount...)
 
 
 FIELDS = ("text", "question")
-QUESTION_PENALTY = 0.08  # the answer is preferred to the question's own words when both fit
 
 
 def passage_sentences(p: Passage, field: str = "text") -> list[tuple[int, int]]:
@@ -63,18 +64,44 @@ def question_terms(question: str) -> set[str]:
     return set(_terms(question))
 
 
-def select_sentences(
+# Does a sentence carry what the question asks for? Generic shapes, no word lists of any data set.
+_YEAR = r"\b(1[6-9]\d\d|20\d\d)s?\b"
+_MONTH = r"\b(jan(uary)?|feb(ruary)?|march|april|may|june|july|aug(ust)?|sep(t(ember)?)?|oct(ober)?|nov(ember)?|dec(ember)?)\b"
+_NUMBER = r"\b\d[\d,.]*\b|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundreds?|thousands?|millions?|billions?|dozens?|half|percent)\b"
+_MONEY = r"[$£€¥]\s?\d|\b\d[\d,.]*\s?(k|m|bn|million|billion|thousand)?\s?(dollars|pounds|euros|cents|pence|usd|gbp|eur)\b|\b(million|billion)\b"
+_NAME = r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z'’\-]+(\s+(?:[A-Z]\.\s+)?[A-Z][a-z'’\-]+)+\b"
+_ORG = r"\b[A-Z]{2,6}s?\b|\b[A-Z][\w&'’\-]*(\s+[A-Z][\w&'’\-]*)*\s+(Inc|Ltd|Corp|Corporation|Company|Bank|Group|Agency|Foundation|Institute|University|Council|Department|Ministry|Trust|Association|Board)\b"
+_REASON = r"\b(because|since|so that|in order to|the reason|due to|as a result|which is why|that's why|therefore)\b"
+CARRIES = {
+    "date": re.compile(f"{_YEAR}|{_MONTH}|\\b(yesterday|last (week|month|year)|next (week|month|year)|ago)\\b", re.I),
+    "number": re.compile(_NUMBER, re.I),
+    "amount": re.compile(_MONEY, re.I),
+    "person": re.compile(_NAME),
+    "organisation": re.compile(_ORG),
+    "place": re.compile(_NAME),
+    "reason": re.compile(_REASON, re.I),
+}
+
+
+def carries(text: str, answer_type: str) -> bool:
+    """Does ``text`` hold something of the expected answer type (a year, an amount, a name...)?"""
+    pattern = CARRIES.get(answer_type)
+    return bool(pattern and pattern.search(text))
+
+
+def sentence_candidates(
     question: str,
     q_vec: np.ndarray,
     retrieved: list[Retrieved],
     sentence_vectors,  # callable: list[(Passage, field)] -> list[np.ndarray (n_sent x dim)]
     *,
-    max_passages: int = 3,
-    max_sentences: int = 4,
+    max_passages: int,
     idf: dict[str, float] | None = None,
+    answer_type: str = "other",
 ) -> list[Sentence]:
-    """Score every sentence of the top passages (answers, and the interviewer's statements in
-    the questions); keep the best few that clear a relative bar."""
+    """Every quotable sentence of the top passages (their answers, and the asker's own statements
+    in their questions), in passage and document order, with what scoring needs: its cosine with
+    the question, its share of the question's words, whether it carries the expected answer type."""
     top = retrieved[:max_passages]
     if not top:
         return []
@@ -94,46 +121,90 @@ def select_sentences(
             if not spans:
                 continue
             cos = mat @ q_vec if len(mat) else np.zeros(0)
-            for (a, b), c in zip(spans, cos):
-                ov = lexical_overlap(q_terms, text[a:b], idf)
-                score = 0.65 * float(c) + 0.35 * ov - 0.03 * rank - (QUESTION_PENALTY if field == "question" else 0.0)
-                cands.append(Sentence(rank, a, b, text[a:b], score, float(c), ov, field))
+            for n, ((a, b), c) in enumerate(zip(spans, cos)):
+                sent = text[a:b]
+                cands.append(Sentence(rank, a, b, sent, 0.0, float(c), lexical_overlap(q_terms, sent, idf), field,
+                                      position=n, carries=carries(sent, answer_type)))
+    return cands
+
+
+def select_sentences(
+    question: str,
+    q_vec: np.ndarray,
+    retrieved: list[Retrieved],
+    sentence_vectors,
+    *,
+    cfg=None,  # AnswerSettings (rag._settings); its defaults when None
+    idf: dict[str, float] | None = None,
+    answer_type: str = "other",
+    named=None,  # callable: (Passage, field) -> bool, spoken by someone the question names
+) -> list[Sentence]:
+    """The sentences that answer, across the top passages, as short contiguous spans within a
+    word budget: the best-scoring sentences that clear a bar relative to the best, each with the
+    sentence after it when that one also bears on the question (the explanation that follows a
+    claim), and the one before when it opens by pointing back ("That was ...")."""
+    if cfg is None:
+        from ._settings import AnswerSettings
+
+        cfg = AnswerSettings()
+    cands = sentence_candidates(question, q_vec, retrieved, sentence_vectors, max_passages=cfg.max_passages,
+                                idf=idf, answer_type=answer_type)
     if not cands:
         return []
-    cands.sort(key=lambda s: -s.score)
-    best = cands[0].score
+    top = retrieved[: cfg.max_passages]
+    if named is not None:
+        # "What did X say?": X's words answer it, whether X answered or asked; the asker's words are
+        # then quoted as a claim without the penalty they get as mere context
+        theirs = [c for c in cands if named(top[c.passage_rank].passage, c.field)]
+        cands = theirs or cands
+    asked = [bool(named and named(r.passage, "question")) for r in top]
+    for c in cands:
+        c.score = (cfg.w_cosine * c.cosine + cfg.w_overlap * c.overlap + cfg.w_type * c.carries
+                   - cfg.w_rank * c.passage_rank - cfg.w_position * min(c.position, 10)
+                   - (cfg.question_penalty if c.field == "question" and not asked[c.passage_rank] else 0.0))
+    at = {(c.passage_rank, c.field, c.position): c for c in cands}
+    order = sorted(cands, key=lambda c: -c.score)
+    best = order[0].score
     chosen: list[Sentence] = []
+    taken: set[int] = set()
     per_passage: dict[tuple[int, str], int] = {}
-    for s in cands:
-        if len(chosen) >= max_sentences:
+    used = 0
+
+    said: set[str] = set()  # content words already quoted
+
+    def take(c: Sentence) -> bool:
+        nonlocal used
+        n = len(c.text.split())
+        if id(c) in taken or (chosen and used + n > cfg.budget_words):
+            return False
+        words_of = set(_terms(c.text))
+        if chosen and words_of and len(words_of & said) / len(words_of) > cfg.max_repeat:
+            return False  # says again what is already quoted
+        chosen.append(c)
+        taken.add(id(c))
+        said.update(words_of)
+        used += n
+        return True
+
+    for c in order:
+        if chosen and (c.score < best - cfg.relative_bar * abs(best) or used >= cfg.budget_words):
             break
-        if s.score < best * 0.8 and chosen:
-            break
-        key = (s.passage_rank, s.field)
-        if per_passage.get(key, 0) >= 2:
+        key = (c.passage_rank, c.field)
+        if id(c) in taken or per_passage.get(key, 0) >= cfg.per_passage:
             continue
-        chosen.append(s)
+        if not take(c):
+            continue
         per_passage[key] = per_passage.get(key, 0) + 1
-    return _with_antecedents(chosen, cands)
+        after = at.get((c.passage_rank, c.field, c.position + 1))
+        if after is not None and cfg.follow_bar > 0 and after.score >= best - cfg.follow_bar * abs(best):
+            take(after)
+        before = at.get((c.passage_rank, c.field, c.position - 1))
+        if before is not None and _ANAPHORA.match(c.text):
+            take(before)
+    return chosen
 
 
 _ANAPHORA = re.compile(r"^(that|this|these|those|it|its|they|them|their|there|he|she|his|her|such|so|and|but|also)\b", re.I)
-
-
-def _with_antecedents(chosen: list[Sentence], cands: list[Sentence]) -> list[Sentence]:
-    """A quoted sentence that opens by pointing back ("That was one of the first places...")
-    brings the sentence before it, so the quote says what it points at."""
-    out = list(chosen)
-    for s in chosen:
-        if not _ANAPHORA.match(s.text):
-            continue
-        before = [c for c in cands if c.passage_rank == s.passage_rank and c.field == s.field and c.end <= s.start]
-        if not before:
-            continue
-        prev = max(before, key=lambda c: c.end)
-        if prev not in out:
-            out.append(Sentence(prev.passage_rank, prev.start, prev.end, prev.text, s.score, prev.cosine, prev.overlap, prev.field))
-    return out
 
 
 def short_name(name: str) -> str:

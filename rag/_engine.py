@@ -8,6 +8,7 @@ when another process changes the store.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import math
 import threading
 import time
@@ -260,7 +261,8 @@ class Engine:
         t2 = time.perf_counter()
         hits = self._dense(index, q_vec, r.pool, query.filters)
         timings["dense_ms"] = (time.perf_counter() - t2) * 1000
-        cands = candidates(index, hits, query, q_vec, pool=r.pool, rr_k=r.rr_k, short_words=r.short_words)
+        cands = candidates(index, hits, query, q_vec, pool=r.pool, rr_k=r.rr_k, short_words=r.short_words,
+                           transcript_top=r.transcript_top)
         return index, query, q_vec, cands
 
     def _dense(self, index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any]) -> list[tuple[int, float]]:
@@ -360,13 +362,22 @@ class Engine:
         if query.refers:
             # "What did Hopkins say about X?": quote the named speaker's passages, and judge the
             # evidence without the name (a passage mentioning Hopkins is not thereby about X)
-            pool = [r for r in top if _refers_to(r.passage, query)] or top
+            role_of = self.index().role_of
+            pool = [r for r in top if _refers_to(r.passage, query, role_of)] or top
             if query.evidence_text != query.embed_text:
                 evidence_vec = self._encode([query.evidence_text])[0]
-        chosen = _answer.select_sentences(query.text, q_vec, pool, self._sentence_vectors, idf=self._idf)
+        role_of = self.index().role_of
+
+        def named(p: Passage, field: str) -> bool:
+            if field == "question":
+                return _asked_by(p, query, role_of)
+            return p.speaker in query.speakers or p.kind in query.kinds or p.role in query.roles
+
+        chosen = _answer.select_sentences(query.text, q_vec, pool, self._sentence_vectors, cfg=self.settings.answer,
+                                          idf=self._idf, answer_type=query.answer_type,
+                                          named=named if query.refers else None)
         pool_ranks = [top.index(r) for r in pool]
-        chosen = [_answer.Sentence(pool_ranks[c.passage_rank], c.start, c.end, c.text, c.score, c.cosine, c.overlap, c.field)
-                  for c in chosen]
+        chosen = [dataclasses.replace(c, passage_rank=pool_ranks[c.passage_rank]) for c in chosen]
         evidence = self._evidence(evidence_vec, _answer.question_terms(query.evidence_text), top, chosen)
         return chosen, evidence
 
@@ -437,8 +448,15 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _refers_to(p: Passage, query: QueryPlan) -> bool:
-    return p.speaker in query.speakers or p.kind in query.kinds or p.role in query.roles
+def _asked_by(p: Passage, query: QueryPlan, role_of: dict[str, str]) -> bool:
+    """Did someone the question names (by name or role) ask this passage's question?"""
+    return bool(p.question_speaker) and (p.question_speaker in query.speakers or role_of.get(p.question_speaker) in query.roles)
+
+
+def _refers_to(p: Passage, query: QueryPlan, role_of: dict[str, str] | None = None) -> bool:
+    """Is this passage by someone (or of a kind) the question names, answering or asking?"""
+    return (p.speaker in query.speakers or p.kind in query.kinds or p.role in query.roles
+            or _asked_by(p, query, role_of or {}))
 
 
 def _history_turn(a: Answer) -> HistoryTurn:

@@ -69,7 +69,7 @@ class Index:
         # filter key -> value -> the rows that have it, so a filter costs its matches, not the store
         # (a speaker's or role's rows include the passages where they ask: the interviewer's words
         # are theirs, although stored as the question of someone else's answer)
-        role_of = {sp.name: sp.role for sp in speakers if sp.role}
+        self.role_of = role_of = {sp.name: sp.role for sp in speakers if sp.role}  # a speaker's role by name
         self._rows: dict[str, dict[str, np.ndarray]] = {}
         for key in FILTER_KEYS:
             groups: dict[str, list[int]] = {}

@@ -43,6 +43,7 @@ class RankingSettings(BaseModel):
     pool: int = Field(50, ge=1, le=1000, description="Candidates taken from each of the dense and the lexical search.")
     rr_k: float = Field(10.0, gt=0, description="k of the reciprocal-rank features, k / (k + rank - 1).")
     short_words: int = Field(10, ge=1, description="Answers shorter than this many words count as short (a feature).")
+    transcript_top: int = Field(3, ge=1, description="Best candidates of a transcript averaged for its `transcript` feature.")
     per_answer: int = Field(2, ge=1, description="Parts of one split answer allowed in the top k.")
 
     @field_validator("weights")
@@ -63,6 +64,25 @@ class PlanningSettings(BaseModel):
     strip_request: bool = Field(True, description="Embed the question without its request phrasing ('Summarize the discussion about').")
     title_neutral: bool = Field(True, description="Leave titles of the speakers the question names out of the lexical query.")
     scope: bool = Field(True, description="A question naming a transcript (title, file, 'the interview with X') searches only it.")
+
+
+class AnswerSettings(BaseModel):
+    """How the answer's sentences are chosen from the retrieved passages (rag/_answer.py)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    budget_words: int = Field(120, ge=10, le=1000, description="Length budget of an extractive answer, in words.")
+    max_passages: int = Field(2, ge=1, le=50, description="Top passages whose sentences may be quoted.")
+    per_passage: int = Field(3, ge=1, description="Best sentences taken from one passage (each may bring a neighbour).")
+    w_cosine: float = Field(0.35, description="Weight of a sentence's cosine with the question.")
+    w_overlap: float = Field(0.65, description="Weight of its share of the question's (idf-weighted) words.")
+    w_type: float = Field(0.05, description="Bonus for carrying the expected answer type (a year, an amount, a name).")
+    w_rank: float = Field(0.1, description="Penalty per rank of the sentence's passage.")
+    w_position: float = Field(0.0, description="Penalty per sentence before it in its passage (up to ten).")
+    max_repeat: float = Field(0.3, ge=0, le=1, description="A sentence whose content words were already quoted beyond this share is left out.")
+    question_penalty: float = Field(1.0, description="Penalty for quoting the asker's words rather than the answer.")
+    relative_bar: float = Field(1.0, ge=0, description="Sentences scoring below best - bar * |best| are not taken.")
+    follow_bar: float = Field(2.0, ge=0, description="The sentence after a chosen one comes too when it scores within this share of the best (0: never).")
 
 
 class RefusalSettings(BaseModel):
@@ -113,6 +133,7 @@ class Settings(BaseSettings):
     )
     feedback_file: Path | None = Field(None, description="JSONL file for thumbs up/down (default: <store>/feedback.jsonl).")
     upload_max_mb: float = Field(5.0, gt=0, description="Size cap of one uploaded file in the app.")
+    answer: AnswerSettings = Field(default_factory=AnswerSettings, description="Sentence selection of extractive answers.")
     planning: PlanningSettings = Field(default_factory=PlanningSettings, description="Query-planning rules.")
     ranking: RankingSettings = Field(default_factory=RankingSettings, description="Candidate pools and fitted ranking weights.")
     refusal: RefusalSettings = Field(default_factory=RefusalSettings, description="The fitted refusal model.")
