@@ -378,22 +378,21 @@ class Engine:
                                           named=named if query.refers else None)
         pool_ranks = [top.index(r) for r in pool]
         chosen = [dataclasses.replace(c, passage_rank=pool_ranks[c.passage_rank]) for c in chosen]
-        evidence = self._evidence(evidence_vec, _answer.question_terms(query.evidence_text), top, chosen)
+        # the evidence is judged on the best sentence of the first few passages the question may be
+        # answered from, not on what the answer's length budget let in
+        judged = [(r.passage, f) for f in _answer.FIELDS for r in pool[: self.settings.refusal.evidence_passages]]
+        evidence = self._evidence(evidence_vec, _answer.question_terms(query.evidence_text), judged) if chosen else 0.0
         return chosen, evidence
 
-    def _evidence(self, vec: np.ndarray, terms: set[str], top: list[Retrieved], chosen: list[_answer.Sentence]) -> float:
-        """How well the best quoted sentence supports an answer: its cosine with the question,
-        raised towards its share of the question's (idf-weighted) words when those are there."""
+    def _evidence(self, vec: np.ndarray, terms: set[str], items: list[tuple[Passage, str]]) -> float:
+        """How well the best sentence of these (passage, field)s supports an answer: its cosine
+        with the question, raised towards its share of the question's (idf-weighted) words."""
         best = 0.0
-        for c in chosen:
-            p = top[c.passage_rank].passage
-            mat = self._sentence_vectors([(p, c.field)])[0]
-            spans = _answer.passage_sentences(p, c.field)
-            if (c.start, c.end) not in spans:
-                continue
-            cos = float(mat[spans.index((c.start, c.end))] @ vec)
-            overlap = _answer.lexical_overlap(terms, c.text, self._idf)
-            best = max(best, cos, (cos + overlap) / 2)
+        for (p, field), mat in zip(items, self._sentence_vectors(items)):
+            text = getattr(p, field)
+            for (a, b), row in zip(_answer.passage_sentences(p, field), mat):
+                cos = float(row @ vec)
+                best = max(best, cos, (cos + _answer.lexical_overlap(terms, text[a:b], self._idf)) / 2)
         return best
 
     def _rarity(self, word: str) -> float:

@@ -99,14 +99,15 @@ class RefusalSettings(BaseModel):
     # answered by rule (rag/_decide.py).
     weights: dict[str, float] = Field(
         default_factory=lambda: {
-            "evidence": -2.3766, "score1": -0.3870, "margin": -0.1595, "coverage": -1.7617, "absent": -0.1240,
-            "unknown_names": 1.3462, "type_missing": -0.7074, "speaker_only": 0.0,
+            "evidence": -3.7491, "score1": -0.3513, "margin": -0.1650, "coverage": -0.6822, "absent": 0.2728,
+            "unknown_names": 1.3832, "type_missing": -0.5154, "speaker_only": 0.0000,
         },
         description="Weight of each refusal feature (rag._refusal.FEATURES); fitted by scripts/fit_refusal.py.",
     )
-    bias: float = Field(9.5427, description="Bias of the logistic model.")
+    evidence_passages: int = Field(3, ge=1, le=50, description="Top passages whose best sentence is the evidence an answer is judged on.")
+    bias: float = Field(9.1011, description="Bias of the logistic model.")
     threshold: float = Field(
-        0.8586, ge=0, le=1, description="Refuse when the probability that the transcripts do not answer reaches this.")
+        0.8565, ge=0, le=1, description="Refuse when the probability that the transcripts do not answer reaches this.")
 
     @field_validator("weights")
     @classmethod
@@ -129,7 +130,7 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are rejected at ingest.")
     batch_size: int = Field(32, ge=1, description="Embedding batch size.")
     abstain_threshold: float = Field(
-        0.35, description="Answers whose best evidence scores below this are abstained on (calibrated in docs/EVALUATION.md)."
+        0.35, description="Evidence floor: answers whose best evidence scores below this are abstained on (docs/EVALUATION.md, Refusal)."
     )
     feedback_file: Path | None = Field(None, description="JSONL file for thumbs up/down (default: <store>/feedback.jsonl).")
     upload_max_mb: float = Field(5.0, gt=0, description="Size cap of one uploaded file in the app.")

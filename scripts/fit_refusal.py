@@ -192,6 +192,9 @@ def log_loss(rows: list[Row], p: np.ndarray) -> float:
     return -sum(y * math.log(pi + eps) + (1 - y) * math.log(1 - pi + eps) for y, pi in m) / len(m)
 
 
+FLOORS = (0.0, 0.15, 0.2, 0.25, 0.3, 0.35)
+
+
 def choose_threshold(rows: list[Row], p: np.ndarray, max_refused: float, floor: float | None) -> float:
     """The lowest threshold that refuses at most ``max_refused`` of the answerable questions
     (counting those the rules outside the model, and the floor, refuse)."""
@@ -219,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-questions", type=Path, default=ROOT / "eval" / "seed.jsonl")
     ap.add_argument("--folds", type=int, default=6)
     ap.add_argument("--max-refused", type=float, default=0.05, help="share of answerable training questions allowed to be refused")
+    ap.add_argument("--floors", type=float, nargs="+", default=list(FLOORS), help="evidence floors to choose from")
     ap.add_argument("--dump", type=Path, help="write every row's features and decisions as JSON")
     a = ap.parse_args(argv)
 
@@ -237,22 +241,34 @@ def main(argv: list[str] | None = None) -> int:
     l2 = min(losses, key=losses.get)
     print("cross-validated log-loss by L2:", ", ".join(f"{k:g}: {v:.4f}" for k, v in losses.items()), f"-> {l2:g}")
     p_cv = out_of_fold(train, a.folds, l2)
-    threshold = choose_threshold(train, p_cv, a.max_refused, old_t)
+    # the evidence floor is fitted with the threshold: of the floors that leave room for the model,
+    # the one whose best threshold refuses the most made-up questions (out of fold), at most
+    # --max-refused of the answerable ones
+    best = None
+    for floor in a.floors:
+        t = choose_threshold(train, p_cv, a.max_refused, floor)
+        f = figures(train, decisions(train, p_cv, t, floor))
+        print(f"  floor {floor:.2f}: threshold {t:.4f}, answerable refused {f['answerable_refused']:.3f}, "
+              f"made-up refused {f['unanswerable_refused']:.3f}")
+        if f["answerable_refused"] <= a.max_refused and (best is None or f["unanswerable_refused"] > best[2]):
+            best = (floor, t, f["unanswerable_refused"])
+    floor_fit, threshold = (best[0], best[1]) if best else (old_t, choose_threshold(train, p_cv, a.max_refused, old_t))
+    print(f"evidence floor {floor_fit:.2f} (Settings.abstain_threshold; it was {old_t})")
 
     X = np.array([r.x() for r in fit_rows])
     y = np.array([r.label for r in fit_rows], dtype=float)
     coef, bias = fit_logistic(X, y, l2)
 
-    def apply(rows, floor=old_t):
+    def apply(rows, floor=floor_fit):
         return decisions(rows, prob(np.array([r.x() for r in rows]), coef, bias), threshold, floor)
 
-    print(f"\nthreshold {threshold:.4f}: the lowest at which the model with the evidence floor {old_t} refuses at most "
+    print(f"\nthreshold {threshold:.4f}: the lowest at which the model with the evidence floor {floor_fit} refuses at most "
           f"{a.max_refused:.0%} of answerable training questions (out of fold)\n")
     print("| set | answerable / unanswerable | answerable refused | unanswerable refused | precision | recall | accuracy |")
     print("|---|---|---:|---:|---:|---:|---:|")
     print(_line(f"train, earlier rule (evidence < {old_t})", figures(train, [r.old_rule(old_t) for r in train])))
     print(_line("train, model alone (cross-validated by hearing)", figures(train, decisions(train, p_cv, threshold))))
-    print(_line("train, model + floor (cross-validated by hearing)", figures(train, decisions(train, p_cv, threshold, old_t))))
+    print(_line("train, model + floor (cross-validated by hearing)", figures(train, decisions(train, p_cv, threshold, floor_fit))))
     print(_line("train, model + floor, fitted on all of train (in sample)", figures(train, apply(train))))
     for name, rows in (("dev", dev), ("seed", seed)):
         print(_line(f"{name}, earlier rule (evidence < {old_t})", figures(rows, [r.old_rule(old_t) for r in rows])))
@@ -264,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nseed, wrong:", ", ".join(f"{q} ({how})" for q, how in wrong) or "none")
     dev_dec = apply(dev)
     print("dev, answerable refused:", ", ".join(r.qid for r, d in zip(dev, dev_dec) if d and not r.label) or "none")
-    answered = [(r, pi) for r, pi, d in zip(train, p_cv, decisions(train, p_cv, threshold, old_t)) if r.label and not d]
+    answered = [(r, pi) for r, pi, d in zip(train, p_cv, decisions(train, p_cv, threshold, floor_fit)) if r.label and not d]
     print(f"\ntrain, made-up unanswerable questions answered (cross-validated): {len(answered)}; the first ten, with their quote:")
     for r, pi in answered[:10]:
         print(f"  {r.qid} p={pi:.2f}  Q: {r.question[:90]}\n      quote: {r.quote[:160]}")

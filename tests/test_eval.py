@@ -26,10 +26,11 @@ SEED_ID = "nhs-impact-amar-shah-interview.txt"
 # Raising a floor is fine; lowering one needs a note here saying why.
 # Measured on eval/seed.jsonl (41 questions, k = 5) with the ranking fitted on the training split:
 # hit@1 0.618 (0.588 with the hand-set weights), hit@5 0.912 (31 of 34 with gold; was 0.941),
-# abstention accuracy 0.976 (40 of 41). Lowered from 0.91 with the fitted ranking, which loses one
-# seed question from the top 5; the floors allow one more to slip.
+# abstention accuracy 0.951 (39 of 41: the fitted refusal model refuses "What is this interview
+# about?", and "How much money has NHS IMPACT been given?" is still answered; 0.976 before it).
+# Lowered from 0.91 / 0.95 with the fitted ranking and refusal; the floors allow one more to slip.
 SEED_HIT5_FLOOR = 0.88
-SEED_ABSTAIN_FLOOR = 0.95
+SEED_ABSTAIN_FLOOR = 0.92
 # Measured on the development set (67 questions, k = 5, all six hearings in one store) with the
 # weights `rag fit` learns on the training split: hit@1 0.702 (47 of 67), hit@5 0.895 (60 of 67).
 # (The hand-set weights before: 0.701 and 0.910 here, chosen on this very set, and 0.616 / 0.845 on
