@@ -5,6 +5,7 @@
     ├── StoreError           the store is missing, locked or unreachable
     │   ├── StoreMissingError    no index yet: run `rag ingest`
     │   ├── StoreUnavailableError  Chroma server unreachable
+    │   ├── StoreReadOnlyError   the store folder cannot be written (Chroma writes even to read)
     │   └── IngestLockedError    another ingest holds the lock
     ├── TranscriptError      one file cannot be read as a transcript (named, with the reason)
     └── QuestionSetError     an evaluation question set is malformed
@@ -43,6 +44,13 @@ class StoreUnavailableError(StoreError):
     help_message = (
         "Start the Chroma server (`chroma run --path DIR --host 127.0.0.1 --port 8000`) "
         "or check RAG_CHROMA_URL; the app reconnects by itself once it is back."
+    )
+
+
+class StoreReadOnlyError(StoreError):
+    help_message = (
+        "Chroma writes to its database even to read it: give this user write permission on the folder "
+        "(e.g. chmod -R u+w DIR), or copy it to a writable place and pass that with --store."
     )
 
 

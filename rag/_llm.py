@@ -2,7 +2,8 @@
 
 The prompt numbers the retrieved passages and delimits them as data; the model must cite them
 as [n] or answer with the fixed refusal phrase. Code, not the prompt, then checks every citation:
-citations to passages that were not given are dropped, sentences left without one are marked.
+citations to passages that were not given are dropped, sentences left without one are marked, and
+a claim whose names and figures its cited passage does not contain is dropped with its citation.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ._answer import REFUSAL
 from ._errors import ConfigError
 from ._records import Citation, Retrieved
 from ._settings import Settings
-from ._text import content_words, fold, sentence_spans
+from ._text import STOPWORDS, content_words, fold, sentence_spans, words
 
 UNCITED = "[no source]"
 
@@ -64,13 +65,23 @@ def _escape(text: str) -> str:
     return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
+_ATTR_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def _attr(text: str) -> str:
+    """A value inside the quotes of a passage tag: it can neither close the quotes nor the tag,
+    nor break the tag's line."""
+    text = _ATTR_CONTROL.sub(" ", text.replace("&", "&amp;").replace('"', "&quot;"))
+    return _escape(text)
+
+
 def build_messages(question: str, passages: list[Retrieved]) -> list[Any]:
     from langchain_core.messages import HumanMessage, SystemMessage
 
     blocks = []
     for n, r in enumerate(passages, 1):
         p = r.passage
-        head = f'<passage n="{n}" speaker="{_escape(p.speaker)}" transcript="{_escape(p.transcript)}">'
+        head = f'<passage n="{n}" speaker="{_attr(p.speaker)}" transcript="{_attr(p.transcript)}">'
         asked = f"(Asked by {_escape(p.question_speaker)}: {_escape(p.question[-500:])})\n" if p.question else ""
         blocks.append(f"{head}\n{asked}{_escape(p.text)}\n</passage>")
     user = "Passages:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {_escape(question)}\nAnswer with [n] citations:"
@@ -106,17 +117,78 @@ def llm_answer(model: Any, question: str, passages: list[Retrieved], on_token: C
         result.text = REFUSAL
         return result
     result.text, result.citations = check_citations(raw, passages)
+    if not result.text:  # every claim was dropped: nothing of the model's answer is supported
+        result.error = "none of its claims was found in the passages it cited"
     return result
 
 
 _CITE = re.compile(r"\[(\d+)\]")
+_TOKEN = re.compile(r"\w[\w'’\-]*")
+_FIGURE = re.compile(r"\d+(?:[.,]\d+)*")
+# capitalised words that name no one: titles and honorifics (STOPWORDS holds mr, mrs, ms, dr, hon)
+_TITLES = frozenset("miss prof professor sir dame lord lady rt rev st mp".split())
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({w: str(10 * i) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), 3)})
+
+
+def _norm(word: str) -> str:
+    w = fold(word).strip("'’-")
+    return w[:-2] if w.endswith(("'s", "’s")) else w
+
+
+def _figure(text: str) -> str:
+    return text.replace(",", "").rstrip(".")
+
+
+def key_terms(claim: str) -> set[str]:
+    """What a claim must not invent: its figures and its capitalised words (names, places,
+    organisations), less stopwords and titles. The first word counts only when it is all capitals
+    or mixed case ("PWNED", "McKinsey"): any sentence starts with a capital."""
+    terms = {_figure(m.group()) for m in _FIGURE.finditer(claim)}
+    for i, m in enumerate(_TOKEN.finditer(claim)):
+        w = m.group()
+        if not w[0].isalpha() or not w[0].isupper():
+            continue
+        if i == 0 and not (len(w) > 1 and any(c.isupper() for c in w[1:])):
+            continue
+        n = _norm(w)
+        if n and n not in STOPWORDS and n not in _TITLES:
+            terms.add(n)
+    return terms
+
+
+def _vocabulary(p) -> tuple[set[str], set[str]]:
+    """The words and figures a passage gives the model: its text, its question, its speakers, its transcript."""
+    blob = " ".join(x for x in (p.text, p.question, p.speaker, p.question_speaker, p.transcript) if x)
+    vocab = {_norm(w) for w in words(blob)}
+    figures = {_figure(m.group()) for m in _FIGURE.finditer(blob)}
+    figures |= {_NUMBER_WORDS[w] for w in vocab if w in _NUMBER_WORDS}
+    return vocab, figures
+
+
+def _has(term: str, vocab: tuple[set[str], set[str]]) -> bool:
+    words_, figures = vocab
+    if term[0].isdigit():
+        return term in figures
+    if term in words_:
+        return True
+    # a derived form: "Bangladeshi" for "Bangladesh", "Shahs" for "Shah"
+    return len(term) >= 4 and any(len(w) >= 4 and (term.startswith(w) or w.startswith(term)) for w in words_)
 
 
 def check_citations(raw: str, passages: list[Retrieved]) -> tuple[str, list[Citation]]:
     """Keep citations to passages that exist, drop the rest, mark sentences left uncited, and
-    record for each cited passage the sentences that best match what the model said."""
+    record for each cited passage the sentences that best match what the model said.
+
+    A cited claim must rest on its passages: each of its key terms (names, figures: key_terms)
+    must be in one of them. A claim with a term none of them has is dropped, with its citations
+    ("funded by PWNED Corp [2]" when passage 2 never names PWNED Corp); of a claim that holds, the
+    citations of passages holding none of its terms are dropped."""
     out: list[str] = []
     used: dict[int, list[str]] = {}
+    vocabs: dict[int, tuple[set[str], set[str]]] = {}
     # "claim. [1]" cites the sentence before it: move such markers inside it, "claim [1]."
     raw = re.sub(r"([.!?])((?:\s*\[\d+\])+)", lambda m: " " + m.group(2).strip() + m.group(1), raw)
     for a, b in sentence_spans(raw):
@@ -128,6 +200,14 @@ def check_citations(raw: str, passages: list[Retrieved]) -> tuple[str, list[Cita
         if not clean.strip():
             continue
         if valid:
+            terms = key_terms(clean)
+            if terms:
+                for n in valid:
+                    if n not in vocabs:
+                        vocabs[n] = _vocabulary(passages[n - 1].passage)
+                if not all(any(_has(t, vocabs[n]) for n in valid) for t in terms):
+                    continue  # the claim says what its passages do not: left out
+                valid = [n for n in valid if any(_has(t, vocabs[n]) for t in terms)]
             marks = "".join(f"[{n}]" for n in dict.fromkeys(valid))
             out.append(f"{clean} {marks}")
             for n in dict.fromkeys(valid):

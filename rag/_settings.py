@@ -169,26 +169,57 @@ class Settings(BaseSettings):
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from defaults, a TOML file (``--config``, RAG_CONFIG or ./rag.toml),
-    RAG_* environment variables and explicit overrides (flags), in rising priority."""
+    RAG_* environment variables and explicit overrides (flags), in rising priority.
+
+    Every problem is a ConfigError naming its source: a settings file that was asked for (by
+    --config or RAG_CONFIG) and is missing, one that is not UTF-8 or not TOML, a ``rag`` key that is
+    not a table, a value out of range, a store that is a file, a Chroma URL with a bad port."""
     import tomllib
+    from urllib.parse import urlparse
 
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
-    path = Path(config) if config else Path(os.environ.get("RAG_CONFIG", "rag.toml"))
+    env_config = os.environ.get("RAG_CONFIG")
+    named = str(config) if config else env_config
+    source = "--config" if config else "RAG_CONFIG"
+    path = Path(named) if named else Path("rag.toml")
     file_values: dict[str, Any] = {}
     if path.is_file():
         try:
             file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"cannot read settings file {path}: it is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                              "Save the file as UTF-8 (TOML files must be UTF-8).") from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read settings file {path}: {exc}") from None
-        file_values = file_values.get("rag", file_values)
-    elif config:
-        raise ConfigError(f"settings file {path} does not exist")
+        if "rag" in file_values:
+            if not isinstance(file_values["rag"], dict):
+                raise ConfigError(
+                    f"in settings file {path}: [rag] must be a table of settings, not {type(file_values['rag']).__name__} "
+                    f"({file_values['rag']!r:.40})",
+                    "Write the settings under a [rag] header (or at the top level), e.g.\n[rag]\nstore = \".rag\"")
+            file_values = file_values["rag"]
+    elif named:
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"settings file {path} (from {source}) {what}")
     env_keys = {name for name in Settings.model_fields if f"RAG_{name.upper()}" in os.environ}
     init = {k: v for k, v in file_values.items() if k not in env_keys}
     init.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return Settings(**init)
+        settings = Settings(**init)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # e.g. a RAG_* variable that should hold JSON and does not
+        raise ConfigError(f"invalid settings in the environment: {exc}") from None
+    if settings.chroma_url:
+        try:
+            urlparse(settings.chroma_url).port
+        except ValueError:
+            raise ConfigError(f"invalid Chroma URL {settings.chroma_url}: the port must be a number from 0 to 65535",
+                              "Give --chroma-url / RAG_CHROMA_URL as http://host:port, e.g. http://127.0.0.1:8000.") from None
+    elif settings.store.exists() and not settings.store.is_dir():
+        raise ConfigError(f"the store {settings.store} is not a folder",
+                          "Point --store / RAG_STORE at a folder (`rag ingest` creates it if it is missing).")
+    return settings

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._errors import ConfigError, RagError
+from ._errors import ConfigError, RagError, StoreReadOnlyError
 from ._settings import Settings, load_settings
 
 EPILOG = """\
@@ -17,6 +18,45 @@ settings: flags override RAG_* environment variables (RAG_STORE, RAG_CHROMA_URL,
 RAG_K, RAG_LLM, ...), which override a TOML file (--config, RAG_CONFIG or ./rag.toml, keys as
 in `Settings`, optionally under [rag]). Everything runs offline on the bundled model.
 """
+
+
+# ---------------------------------------------------------------------------- terminal output
+# Stored text and file names reach the terminal only through these: a transcript's escape
+# sequences cannot set the title or clear the screen, a newline in a file name cannot fake a line.
+# JSON output is left as it is: json.dumps escapes C0 controls, and programs read it, not terminals.
+
+# C0 controls, DEL, C1 controls (CSI among them), lone surrogates (undecodable bytes of a file
+# name or argument) and the bidi overrides and isolates that reorder what follows them.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(m: re.Match) -> str:
+    c = m.group()
+    o = ord(c)
+    if c in _NAMED:
+        return _NAMED[c]
+    if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{o - 0xDC00:02x}"
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def safe(value: object) -> str:
+    """One line for the terminal: every control character shown as an escape, newlines too."""
+    return _UNSAFE.sub(_visible, str(value))
+
+
+def safe_text(value: object, indent: str = "") -> str:
+    """Text whose lines are meant (a passage, an answer): newlines and tabs kept, each new line
+    indented by ``indent``; every other control character shown as an escape."""
+    return _UNSAFE_TEXT.sub(_visible, str(value)).replace("\n", "\n" + indent)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse echoes unknown arguments raw
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {safe_text(message)}\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -28,7 +68,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rag",
         description="Ask questions of interview transcripts and get answers cited to the exact passage.",
         epilog=EPILOG,
@@ -128,21 +168,76 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), **overrides)
 
 
+def _check_text_args(args: argparse.Namespace) -> None:
+    """Arguments that are text, not paths, must be valid UTF-8 (the shell passes bytes; Python keeps
+    undecodable ones as surrogates, which the tokenizer and the store cannot take)."""
+    for name, what in (("question", "the question"), ("speaker", "--speaker"), ("transcript", "--transcript")):
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(f"{what} is not valid UTF-8 text: {safe(value)!s}",
+                                  "Type it again in a UTF-8 terminal, or check the encoding of the script that passes it.") from None
+
+
+def _check_store_writable(settings: Settings) -> None:
+    """Embedded Chroma opens its database for writing even to read: a store folder this user cannot
+    write fails deep inside Chroma with "attempt to write a readonly database". Say so up front."""
+    if settings.chroma_url or not settings.store.is_dir():
+        return
+    db = settings.store / "chroma.sqlite3"
+    if not os.access(settings.store, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise _read_only(settings)
+
+
+def _read_only(settings: Settings) -> StoreReadOnlyError:
+    return StoreReadOnlyError(f"the store folder {settings.store} is read-only for this user")
+
+
+def _stdout_gone() -> int:
+    """The reader of our output went away (`rag stats | head -1`): stop quietly, like other tools."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's last flush at exit must not fail again
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured in-process)
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
+
+
+def _error(exc: RagError) -> None:
+    print(f"rag: error: {safe(exc)}\n{safe_text(exc.help_message)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    settings: Settings | None = None
     try:
+        _check_text_args(args)
         settings = settings_from_args(args)
-        return COMMANDS[args.command](args, settings)
+        if args.command != "ui":
+            _check_store_writable(settings)
+        code = COMMANDS[args.command](args, settings)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
     except ConfigError as exc:
-        print(f"rag: error: {exc}\n{exc.help_message}", file=sys.stderr)
+        _error(exc)
         return 2
     except RagError as exc:
-        print(f"rag: error: {exc}\n{exc.help_message}", file=sys.stderr)
+        _error(exc)
         return 1
     except KeyboardInterrupt:
         print("rag: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # the store's folder became read-only after the check, or is on a read-only file system
+        if settings is not None and not settings.chroma_url and "readonly database" in str(exc):
+            _error(_read_only(settings))
+            return 1
+        raise
 
 
 # ---------------------------------------------------------------------------- commands
@@ -179,14 +274,14 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     def on_file(r) -> None:
         if args.json:
             return
-        line = f"{r.status:<9} {r.transcript or r.path}"
+        line = f"{r.status:<9} {safe(r.transcript or r.path)}"
         if r.status == "failed":
-            line += f": {r.reason}"
+            line += f": {safe(r.reason)}"
         elif r.status != "removed":
             line += f"  ({r.passages} passages, {r.speakers} speakers)"
         print(line, flush=True)
         for w in r.warnings:
-            print(f"          warning: {w}", flush=True)
+            print(f"          warning: {safe(w)}", flush=True)
 
     report = ingest(args.paths, settings, prune=args.prune, on_file=on_file, progress=progress, wait_for_lock=args.wait)
     close()
@@ -197,8 +292,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     else:
         parts = [f"{v} {k}" for k, v in summary.items() if k != "passages"]
         for note in report.notes:
-            print(f"note: {note}", file=sys.stderr)
-        print(f"done: {', '.join(parts) or 'nothing to do'}; {summary['passages']} passages written to {settings.describe_store()}")
+            print(f"note: {safe(note)}", file=sys.stderr)
+        print(f"done: {', '.join(parts) or 'nothing to do'}; {summary['passages']} passages written to {safe(settings.describe_store())}")
         if report.failed:
             print(f"{len(report.failed)} file(s) failed; fix them and run the same command again (the rest are in).", file=sys.stderr)
     return 1 if report.failed else 0
@@ -227,16 +322,16 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"store": settings.describe_store(), "transcripts": data,
                           "passages": sum(d["passages"] for d in data)}, indent=2))
         return 0
-    print(f"store: {settings.describe_store()}  ({len(data)} transcripts, {sum(d['passages'] for d in data)} passages)")
+    print(f"store: {safe(settings.describe_store())}  ({len(data)} transcripts, {sum(d['passages'] for d in data)} passages)")
     for d in data:
         kinds = ", ".join(
-            f"{d['units_by_kind'].get(k, n)} {k}" + (f" in {n} passages" if d["units_by_kind"].get(k, n) != n else "")
+            f"{d['units_by_kind'].get(k, n)} {safe(k)}" + (f" in {n} passages" if d["units_by_kind"].get(k, n) != n else "")
             for k, n in sorted(d["by_kind"].items())
         )
-        print(f"\n{d['transcript']}  —  {d['title']}" + (f" ({d['date']})" if d["date"] else ""))
+        print(f"\n{safe(d['transcript'])}  —  {safe(d['title'])}" + (f" ({safe(d['date'])})" if d["date"] else ""))
         print(f"  passages: {d['passages']} ({kinds})")
         for s in d["speakers"]:
-            print(f"  {s['name']:<40} {s['role']:<12} {s['turns']} turns")
+            print(f"  {safe(s['name']):<40} {safe(s['role']):<12} {s['turns']} turns")
     return 0
 
 
@@ -247,15 +342,15 @@ def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
     passages, _ = store.all_passages(args.transcript)
     if args.transcript and not passages:
         known = ", ".join(sorted(store.manifest())) or "none"
-        raise RagError(f"no transcript {args.transcript!r} in the store", f"Known transcripts: {known}")
+        raise RagError(f"no transcript {args.transcript!r} in the store", f"Known transcripts: {safe(known)}")
     if args.json:
         print(json.dumps([p.to_dict() for p in passages], indent=2, ensure_ascii=False))
         return 0
     for p in passages:
-        print(f"── {p.chunk_id}  [{p.kind}] {p.speaker} ({p.role})  chars {p.start_char}-{p.end_char}")
+        print(f"── {safe(p.chunk_id)}  [{safe(p.kind)}] {safe(p.speaker)} ({safe(p.role)})  chars {p.start_char}-{p.end_char}")
         if p.question:
-            print(f"   Q ({p.question_speaker}): {p.question[:300]}")
-        print("   " + p.text.replace("\n", "\n   "))
+            print(f"   Q ({safe(p.question_speaker)}): {safe_text(p.question[:300], '   ')}")
+        print("   " + safe_text(p.text, "   "))
         print()
     return 0
 
@@ -267,27 +362,28 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     engine = Engine(settings)
     answer = engine.ask(args.question, filters=filters)
     if args.json:
-        print(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
+        # the notice (e.g. the LLM failed and the answer is extractive) belongs to the answer
+        print(json.dumps({**answer.to_json(), "notice": answer.notice}, indent=2, ensure_ascii=False))
         return 0
-    print(answer.text)
+    print(safe_text(answer.text))
     if answer.notice:
-        print(f"\n({answer.notice})")
+        print(f"\n({safe_text(answer.notice)})")
     if answer.citations:
         print("\nSources:")
         for c in answer.citations:
             p = c.passage
             # the person whose words are quoted: the answerer, or the asker for words of a question
-            print(f"[{c.n}] {c.speaker or 'Unattributed'} ({c.role}), {p.transcript} — {p.chunk_id}")
+            print(f"[{c.n}] {safe(c.speaker or 'Unattributed')} ({safe(c.role)}), {safe(p.transcript)} — {safe(p.chunk_id)}")
             if c.field == "question":
-                print(f"    in a question to {p.speaker or 'the answerer'}")
+                print(f"    in a question to {safe(p.speaker or 'the answerer')}")
             elif p.question:
                 q = p.question if len(p.question) < 200 else "…" + p.question[-200:]
-                print(f"    asked by {p.question_speaker}: {q}")
-            print(f"    “{c.quote}”")
+                print(f"    asked by {safe(p.question_speaker)}: {safe_text(q, '    ')}")
+            print(f"    “{safe_text(c.quote, '     ')}”")
     elif answer.abstained and answer.retrieved:
         print("\nPossibly related:")
         for r in answer.retrieved[:3]:
-            print(f"  - {r.passage.speaker}, {r.passage.chunk_id}: {r.passage.text[:160]}…")
+            print(f"  - {safe(r.passage.speaker)}, {safe(r.passage.chunk_id)}: {safe_text(r.passage.text[:160], '    ')}…")
     return 0
 
 
@@ -323,7 +419,7 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
         "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
         "--server.headless", "true" if args.headless or os.environ.get("CI") else "false",
     ]
-    print(f"rag: starting the chat app on http://{args.host}:{args.port} (Ctrl+C to stop)", file=sys.stderr)
+    print(f"rag: starting the chat app on http://{safe(args.host)}:{args.port} (Ctrl+C to stop)", file=sys.stderr)
     os.execve(sys.executable, cmd, env)
     return 0  # not reached
 
