@@ -15,6 +15,7 @@ whole: readers only see passages whose version is the one in the manifest.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ._errors import IngestLockedError, StoreMissingError, StoreUnavailableError
+from ._errors import IngestLockedError, StoreError, StoreMissingError, StoreUnavailableError
 from ._records import Passage, Segment, Speaker, Transcript
 from ._settings import CHUNKER_VERSION, Settings
 
@@ -36,6 +37,9 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 _SEPS = {"\n": 0, " ": 1, "": 2}
 _SEP_OF = {v: k for k, v in _SEPS.items()}
 _BATCH = 1000
+_PAGE = 1000  # records per read: SQLite takes at most 32,766 variables, and Chroma binds one per record
+HTTP_TIMEOUT = 60.0  # seconds a Chroma server may take to answer one request (server mode)
+HTTP_CONNECT_TIMEOUT = 10.0
 _P_CONFIG = {"hnsw": {"space": "cosine"}}
 _REBUILD = "_rebuild"  # suffix of a collection's copy while it is rebuilt
 _UNFINISHED = "ingest.unfinished"  # present while an ingest writes (embedded stores)
@@ -70,16 +74,77 @@ def collection_names(model: str) -> tuple[str, str]:
 
 
 def _unavailable(settings: Settings, exc: Exception) -> StoreUnavailableError:
-    return StoreUnavailableError(f"cannot reach the Chroma server at {settings.chroma_url} ({type(exc).__name__}: {exc})")
+    text = f"{type(exc).__name__} {exc}".lower()
+    if "timeout" in text or "timed out" in text:
+        return StoreUnavailableError(
+            f"cannot reach the Chroma server at {settings.chroma_url}: it accepted the connection but did not "
+            f"answer within {HTTP_TIMEOUT:g} s ({type(exc).__name__})",
+            "Check that the server at RAG_CHROMA_URL is a running `chroma run` and not stuck or overloaded "
+            "(restart it if so); the app reconnects by itself once it answers.")
+    return StoreUnavailableError(f"cannot reach the Chroma server at {settings.chroma_url} ({type(exc).__name__}: {_short(exc)})")
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message, cut to ``limit`` characters (a proxy's HTML page is not shown)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _DiskFull(StoreUnavailableError):
+    """No space left: the store cannot take writes now (a StoreUnavailableError, so that an ingest
+    stops at once instead of failing every remaining file the same way)."""
+
+    help_message = ("Free space on that disk (or move the store with --store / RAG_STORE) and run the same command "
+                    "again: what was stored before is unchanged and can still be read.")
+
+
+class _DatabaseDamaged(StoreError):
+    help_message = ("Restore the store folder from a backup, or move it aside and run `rag ingest` on your transcripts "
+                    "to build a new one. Nothing in the folder was changed or deleted.")
+
+
+class _IndexDamaged(StoreError):
+    help_message = ("Run `rag ingest` (on any folder, e.g. the same transcripts again): it rebuilds the vector index "
+                    "from the stored passages. Nothing was changed or deleted.")
+
+
+class _Replaced(StoreError):
+    """A collection was replaced under this reader (a rebuild finished by the ingest lock's holder)."""
+
+    help_message = "Run the command again."
+
+
+_NO_SPACE = ("no space left on device", "database or disk is full", "disk full", "not enough space")
+_DB_DAMAGED = ("database disk image is malformed", "file is not a database", "malformed database schema")
+_INDEX_DAMAGED = ("hnsw", "error finding id", "error getting embedding", "error loading index")
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return True
+    return any(w in str(exc).lower() for w in _NO_SPACE)
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    try:
+        from chromadb.errors import NotFoundError
+    except ImportError:  # another chromadb layout
+        NotFoundError = ()  # type: ignore[assignment]
+    return isinstance(exc, NotFoundError) or (type(exc).__name__ == "NotFoundError")
 
 
 class Store:
-    def __init__(self, settings: Settings, create: bool = False) -> None:
+    def __init__(self, settings: Settings, create: bool = False, timeout: float | None = None) -> None:
+        """``timeout``: seconds a Chroma server may take per request (server mode; default
+        ``HTTP_TIMEOUT``): a server that accepts connections and never answers is reported then."""
         self.settings = settings
         self.create = create
+        self.timeout = timeout
         self._client = None
         self._passages = None
         self._manifest = None
+        self._lock_held = False  # this Store holds the ingest lock (and may finish rebuilds)
+        self._stale = False  # the server lost our collections: look them up again before the next call
         self._connect()
 
     # ------------------------------------------------------------------ connection
@@ -89,42 +154,171 @@ class Store:
         from chromadb.config import Settings as ChromaSettings
 
         chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-        p_name, m_name = collection_names(self.settings.model)
         s = self.settings
+        self._stale = False
         try:
             if s.chroma_url:
                 url = urlparse(s.chroma_url)
-                self._client = chromadb.HttpClient(
-                    host=url.hostname or "127.0.0.1",
-                    port=url.port or (443 if url.scheme == "https" else 8000),
-                    ssl=url.scheme == "https",
-                    settings=chroma_settings,
-                )
+                host = url.hostname or "127.0.0.1"
+                port = url.port or (443 if url.scheme == "https" else 8000)
+                self._preflight(f"{'https' if url.scheme == 'https' else 'http'}://{host}:{port}")
+                self._client = chromadb.HttpClient(host=host, port=port, ssl=url.scheme == "https", settings=chroma_settings)
+                self._set_http_timeout()
             else:
                 if not self.create and not (s.store / "chroma.sqlite3").exists():
                     raise StoreMissingError(f"no index at {s.store}/")
-                s.store.mkdir(parents=True, exist_ok=True)
-                self._client = chromadb.PersistentClient(path=str(s.store), settings=chroma_settings)
-            self._finish_rebuilds((p_name, m_name))
-            if self.create:
-                self._passages = self._client.get_or_create_collection(p_name, embedding_function=None, configuration=_P_CONFIG)
-                self._manifest = self._client.get_or_create_collection(m_name, embedding_function=None)
-            else:
                 try:
-                    self._passages = self._client.get_collection(p_name, embedding_function=None)
-                    self._manifest = self._client.get_collection(m_name, embedding_function=None)
-                except Exception as exc:  # chromadb raises NotFoundError / ValueError by version
-                    if _is_connection_error(exc):
-                        raise
-                    raise StoreMissingError(
-                        f"no index for model {self.settings.model} in {self.settings.describe_store()}"
-                    ) from None
-        except (StoreMissingError, StoreUnavailableError):
+                    s.store.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    if _is_disk_full(exc):
+                        raise self._error(exc) from None
+                    raise
+                self._client = chromadb.PersistentClient(path=str(s.store), settings=chroma_settings)
+            self._open_collections()
+        except StoreError:
             raise
         except Exception as exc:
-            if s.chroma_url and _is_connection_error(exc):
-                raise _unavailable(s, exc) from None
+            mapped = self._error(exc)
+            if mapped is not None:
+                raise mapped from None
+            if s.chroma_url:  # whatever answered there, it did not answer as a Chroma server does
+                raise StoreUnavailableError(
+                    f"the Chroma server at {s.chroma_url} did not answer as expected ({type(exc).__name__}: {_short(exc)})",
+                    "Check that RAG_CHROMA_URL / --chroma-url points at a running `chroma run` of a matching version.",
+                ) from None
             raise
+
+    def _open_collections(self) -> None:
+        """Open (or, for an ingest, create) the two collections. Rebuilds a killed ingest left
+        (``<name>_rebuild``) are finished or discarded only by a holder of the ingest lock (an
+        embedded store tries the lock without waiting); anyone else reads the live collections, or
+        a complete copy whose original was already dropped."""
+        p_name, m_name = collection_names(self.settings.model)
+        if not self.settings.chroma_url:
+            if self._lock_held:
+                self._finish_rebuilds((p_name, m_name))
+            else:
+                with self._try_ingest_lock() as locked:
+                    if locked:
+                        self._finish_rebuilds((p_name, m_name))
+        existing = self._collection_names()
+
+        def live(name: str) -> str | None:
+            if name in existing:
+                return name
+            if name + _REBUILD in existing:  # the original is gone, its complete copy not yet renamed
+                return name + _REBUILD
+            return None
+
+        p_live, m_live = live(p_name), live(m_name)
+        if self.create:
+            self._passages = (self._client.get_collection(p_live, embedding_function=None) if p_live
+                              else self._client.get_or_create_collection(p_name, embedding_function=None, configuration=_P_CONFIG))
+            self._manifest = (self._client.get_collection(m_live, embedding_function=None) if m_live
+                              else self._client.get_or_create_collection(m_name, embedding_function=None))
+            return
+        try:
+            if not p_live or not m_live:
+                raise LookupError
+            self._passages = self._client.get_collection(p_live, embedding_function=None)
+            self._manifest = self._client.get_collection(m_live, embedding_function=None)
+        except Exception as exc:  # chromadb raises NotFoundError / ValueError by version
+            if _is_connection_error(exc):
+                raise
+            raise StoreMissingError(
+                f"no index for model {self.settings.model} in {self.settings.describe_store()}"
+            ) from None
+
+    @contextlib.contextmanager
+    def _try_ingest_lock(self) -> Iterator[bool]:
+        """The embedded ingest lock, if nobody holds it: yields whether it was taken."""
+        import fcntl
+
+        path = self.settings.store / "ingest.lock"
+        try:
+            fh = open(path, "a+")
+        except OSError:  # a read-only folder: this process cannot be the writer
+            yield False
+            return
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _preflight(self, base: str) -> None:
+        """One heartbeat with a deadline before Chroma's client is made (which asks the server
+        several things with no deadline): a server that never answers, or something that is not
+        a Chroma server on that port, is reported here instead of hanging or failing deep inside."""
+        import httpx
+
+        url = self.settings.chroma_url
+        try:
+            r = httpx.get(f"{base}/api/v2/heartbeat", timeout=self._http_timeout())
+        except httpx.HTTPError as exc:
+            raise _unavailable(self.settings, exc) from None
+        try:
+            ok = r.status_code == 200 and "nanosecond heartbeat" in r.json()
+        except ValueError:
+            ok = False
+        if not ok:
+            kind = r.headers.get("server") or r.headers.get("content-type") or "unknown"
+            raise StoreUnavailableError(
+                f"the server at {url} is not a Chroma server: /api/v2/heartbeat answered HTTP {r.status_code} ({_short(kind, 80)})",
+                "Check RAG_CHROMA_URL / --chroma-url: it must point at `chroma run` (Chroma 1.x, whose API is /api/v2), "
+                "not at another web server on that port.",
+            )
+
+    def _http_timeout(self):
+        import httpx
+
+        read = self.timeout if self.timeout is not None else HTTP_TIMEOUT
+        return httpx.Timeout(read, connect=min(read, HTTP_CONNECT_TIMEOUT))
+
+    def _set_http_timeout(self) -> None:
+        """Chroma's HTTP client waits for ever (httpx timeout=None, no setting for it): give its
+        session our deadline, so that a server that stops answering is reported, not waited for."""
+        session = getattr(getattr(self._client, "_server", None), "_session", None)
+        if session is not None:
+            session.timeout = self._http_timeout()
+
+    def _error(self, exc: BaseException) -> StoreError | None:
+        """What a failure of Chroma means for the user, as one of our errors (None: not known)."""
+        s = self.settings
+        if isinstance(exc, StoreError):
+            return exc
+        if s.chroma_url and _is_connection_error(exc):
+            return _unavailable(s, exc)
+        if _is_disk_full(exc):
+            where = f"the Chroma server at {s.chroma_url}" if s.chroma_url else f"the disk holding {s.store}/"
+            return _DiskFull(f"no space left on {where} ({type(exc).__name__}: {_short(exc)})")
+        if s.chroma_url:
+            if _is_not_found(exc):
+                self._stale = True
+                return StoreUnavailableError(
+                    f"the Chroma server at {s.chroma_url} no longer has this store's collections "
+                    f"(it was restarted with another --path, or they were deleted): {_short(exc)}",
+                    "Restart the server with the --path that holds the store, or run `rag ingest` to build the store "
+                    "there; the app picks it up by itself.",
+                )
+            return None
+        text = str(exc).lower()
+        if any(w in text for w in _DB_DAMAGED):
+            return _DatabaseDamaged(f"the store's database {s.store / 'chroma.sqlite3'} is damaged ({_short(exc)})")
+        if any(w in text for w in _INDEX_DAMAGED):
+            if (s.store / _UNFINISHED).exists():
+                return _IndexDamaged(
+                    f"the vector index in {s.store}/ did not answer ({_short(exc)}); an ingest is writing to it, or was killed",
+                    "Ask again when the ingest is done; if none is running, run `rag ingest` to rebuild the index.")
+            return _IndexDamaged(f"the vector index files in {s.store}/ are damaged or missing ({_short(exc)})")
+        if _is_not_found(exc):
+            return _Replaced(f"the store in {s.store}/ was rebuilt while it was read ({_short(exc)})")
+        return None
 
     def reopen(self) -> None:
         """See what other processes wrote. An embedded Chroma client keeps its vector index in
@@ -145,19 +339,55 @@ class Store:
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
-        """Turn connection failures into StoreUnavailableError."""
+        """Turn Chroma's failures into our errors (StoreUnavailableError for a server that cannot
+        be reached, does not answer or lost the collections; a full disk; damaged files)."""
+        if self._stale:  # the server lost our collections at the last call: look them up again
+            self._connect()
         try:
             yield
         except Exception as exc:
-            if self.settings.chroma_url and _is_connection_error(exc):
-                raise _unavailable(self.settings, exc) from None
+            mapped = self._error(exc)
+            if mapped is not None and mapped is not exc:
+                raise mapped from None
             raise
+
+    def _read(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` under ``_guard``; when the collections were replaced meanwhile (an ingest lock
+        holder finished a rebuild), once more on the new ones."""
+        try:
+            with self._guard():
+                return fn()
+        except _Replaced:
+            self.reopen()
+            with self._guard():
+                return fn()
+
+    def _pages(self, collection: Any, include: list[str], where: dict | None = None) -> Iterator[dict]:
+        """``collection.get`` in pages of ``_PAGE`` records: one unbounded read binds a SQL
+        variable per record and fails from 32,767 records on ("too many SQL variables")."""
+        offset = 0
+        while True:
+            got = collection.get(where=where, include=include, limit=_PAGE, offset=offset)
+            if not got["ids"]:
+                return
+            yield got
+            if len(got["ids"]) < _PAGE:
+                return
+            offset += len(got["ids"])
+
+    def _records(self, collection: Any, include: list[str]) -> dict[str, list]:
+        """Every record of a collection (paged), as one ``get`` answer."""
+        out: dict[str, list] = {"ids": [], **{k: [] for k in include}}
+        for got in self._pages(collection, include):
+            out["ids"] += got["ids"]
+            for k in include:
+                out[k] += list(got[k])
+        return out
 
     # ------------------------------------------------------------------ manifest
 
     def manifest(self) -> dict[str, TranscriptInfo]:
-        with self._guard():
-            got = self._manifest.get(include=["metadatas"])
+        got = self._read(lambda: self._records(self._manifest, ["metadatas"]))
         out = {}
         for tid, md in zip(got["ids"], got["metadatas"]):
             out[tid] = _info(tid, md)
@@ -165,14 +395,12 @@ class Store:
 
     def fingerprint(self) -> str:
         """Changes whenever any transcript is added, changed or removed (by any process)."""
-        with self._guard():
-            got = self._manifest.get(include=["metadatas"])
+        got = self._read(lambda: self._records(self._manifest, ["metadatas"]))
         pairs = sorted((tid, md.get("version", "")) for tid, md in zip(got["ids"], got["metadatas"]))
         return hashlib.sha1(json.dumps(pairs).encode()).hexdigest()
 
     def source_text(self, transcript: str) -> str:
-        with self._guard():
-            got = self._manifest.get(ids=[transcript], include=["documents"])
+        got = self._read(lambda: self._manifest.get(ids=[transcript], include=["documents"]))
         if not got["ids"]:
             raise KeyError(transcript)
         return got["documents"][0] or ""
@@ -229,15 +457,15 @@ class Store:
         before = self.count()
         if before == expected:
             return 0
+        versions = {tid: info.version for tid, info in manifest.items()}
         with self._guard():
-            if manifest:
-                self._passages.delete(where={"transcript": {"$nin": sorted(manifest)}})
-            else:
-                ids = self._passages.get(include=[])["ids"]
-                for i in range(0, len(ids), _BATCH):
-                    self._passages.delete(ids=ids[i : i + _BATCH])
-        for tid, info in manifest.items():
-            self.drop_stale(tid, info.version)
+            # the difference is taken here, page by page: a filter naming every transcript
+            # ($nin) binds one SQL variable per transcript and fails from 32,767 on
+            stale = [cid for got in self._pages(self._passages, ["metadatas"])
+                     for cid, md in zip(got["ids"], got["metadatas"])
+                     if versions.get((md or {}).get("transcript")) != (md or {}).get("version")]
+            for i in range(0, len(stale), _BATCH):  # deleted after reading: no page shifts under the reads
+                self._passages.delete(ids=stale[i : i + _BATCH])
         return before - self.count()
 
     # ------------------------------------------------------------------ crash recovery
@@ -252,7 +480,13 @@ class Store:
             yield
             return
         mark = self.settings.store / _UNFINISHED
-        mark.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        try:
+            mark.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        except OSError as exc:
+            mark.unlink(missing_ok=True)
+            if _is_disk_full(exc):
+                raise self._error(exc) from None
+            raise
         try:
             yield
         finally:
@@ -269,21 +503,25 @@ class Store:
         if not unfinished and self._healthy():
             return []
         notes = ["the last ingest did not finish" if unfinished else "the vector index did not answer"]
-        with self._guard():
-            m_got = self._manifest.get(include=["documents", "metadatas"])
-            manifest = {tid: _info(tid, md) for tid, md in zip(m_got["ids"], m_got["metadatas"])}
-            ids, docs, metas, texts = [], [], [], []
-            offset = 0
-            while True:
-                got = self._passages.get(include=["documents", "metadatas"], limit=_BATCH, offset=offset)
-                if not got["ids"]:
-                    break
-                for cid, doc, md in zip(got["ids"], got["documents"], got["metadatas"]):
-                    info = manifest.get(md.get("transcript"))
-                    if info is not None and md.get("version") == info.version:  # stale versions go
-                        ids.append(cid), docs.append(doc), metas.append(md)
-                        texts.append(passage_from_meta(doc, md).embed_text)
-                offset += len(got["ids"])
+        try:
+            m_got, ids, docs, metas, texts = self._recovery_records()
+        except _IndexDamaged as first:
+            # the index files cannot even be loaded (an emptied header.bin): Chroma then cannot
+            # read the records either. Move the files aside (kept, not deleted) and read again.
+            moved = self._set_aside_index_files()
+            if moved is None:
+                raise _IndexDamaged(f"cannot rebuild the vector index in {self.settings.store}/: {first}",
+                                    _DatabaseDamaged.help_message) from None
+            try:
+                m_got, ids, docs, metas, texts = self._recovery_records()
+            except StoreError as exc:
+                self._restore_index_files(moved)
+                raise _IndexDamaged(f"cannot rebuild the vector index in {self.settings.store}/: {exc}",
+                                    _DatabaseDamaged.help_message) from None
+            notes.append(f"the vector index files could not be loaded: moved to {moved[0]}")
+        except (_DatabaseDamaged, _Replaced) as exc:
+            raise _DatabaseDamaged(f"cannot rebuild the vector index in {self.settings.store}/: {exc}") from None
+        manifest = {tid: _info(tid, md) for tid, md in zip(m_got["ids"], m_got["metadatas"])}
         vectors = encode(texts) if texts else np.zeros((0, 1), dtype=np.float32)
         have: dict[str, int] = {}
         for md in metas:
@@ -305,11 +543,72 @@ class Store:
                 col.add(ids=[m_got["ids"][i] for i in m_rows], embeddings=[[1.0]] * len(m_rows),
                         documents=[m_got["documents"][i] for i in m_rows], metadatas=[m_got["metadatas"][i] for i in m_rows])
 
-        self._passages = self._replace(self._passages, _P_CONFIG, fill_passages)
-        self._manifest = self._replace(self._manifest, None, fill_manifest)
+        with self._guard():
+            self._passages = self._replace(self._passages, _P_CONFIG, fill_passages)
+            self._manifest = self._replace(self._manifest, None, fill_manifest)
         notes.append(f"rebuilt the vector index: {len(rows)} passages of {len(keep)} transcripts re-embedded")
         (self.settings.store / _UNFINISHED).unlink(missing_ok=True)
         return notes
+
+    def _recovery_records(self) -> tuple[dict[str, list], list[str], list[str], list[dict], list[str]]:
+        """The manifest's records, and the passages of the versions it names (paged reads)."""
+        with self._guard():
+            m_got = self._records(self._manifest, ["documents", "metadatas"])
+            versions = {tid: md.get("version") for tid, md in zip(m_got["ids"], m_got["metadatas"])}
+            ids, docs, metas, texts = [], [], [], []
+            for got in self._pages(self._passages, ["documents", "metadatas"]):
+                for cid, doc, md in zip(got["ids"], got["documents"], got["metadatas"]):
+                    tid = md.get("transcript")
+                    if tid in versions and md.get("version") == versions[tid]:  # stale versions go
+                        ids.append(cid), docs.append(doc), metas.append(md)
+                        texts.append(passage_from_meta(doc, md).embed_text)
+        return m_got, ids, docs, metas, texts
+
+    def _index_dirs(self) -> list[Path]:
+        """The folders of both collections' vector index files (read from Chroma's SQLite file)."""
+        import sqlite3
+
+        names = [self._passages.name, self._manifest.name]
+        db = sqlite3.connect(f"file:{self.settings.store / 'chroma.sqlite3'}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
+                f"WHERE s.scope = 'VECTOR' AND c.name IN ({','.join('?' * len(names))})", names).fetchall()
+        finally:
+            db.close()
+        return [self.settings.store / r[0] for r in rows if (self.settings.store / r[0]).is_dir()]
+
+    def _set_aside_index_files(self) -> tuple[Path, list[tuple[Path, Path]]] | None:
+        """Move the collections' vector index files to ``<store>/damaged-<time>/`` and reconnect,
+        so that Chroma reads the records from SQLite. Returns where they went (None: nothing moved)."""
+        try:
+            dirs = self._index_dirs()
+        except Exception:
+            return None
+        target = self.settings.store / f"damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        moved: list[tuple[Path, Path]] = []
+        try:
+            for d in dirs:
+                for f in sorted(d.iterdir()):
+                    if f.is_file():
+                        dst = target / d.name / f.name
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(f, dst)
+                        moved.append((f, dst))
+        except OSError:
+            self._restore_index_files((target, moved))
+            return None
+        if not moved:
+            return None
+        self.reopen()
+        return target, moved
+
+    def _restore_index_files(self, moved: tuple[Path, list[tuple[Path, Path]]]) -> None:
+        for src, dst in moved[1]:
+            with contextlib.suppress(OSError):
+                os.replace(dst, src)
+        with contextlib.suppress(Exception):
+            self.reopen()
 
     def _healthy(self) -> bool:
         try:
@@ -344,7 +643,8 @@ class Store:
         return {c if isinstance(c, str) else c.name for c in self._client.list_collections()}
 
     def _finish_rebuilds(self, names: tuple[str, ...]) -> None:
-        """Complete or discard a rebuild that a kill interrupted (see ``_replace``)."""
+        """Complete or discard a rebuild that a kill interrupted (see ``_replace``). Only under
+        the ingest lock: a copy being filled by the lock's holder must not be touched."""
         if self.settings.chroma_url:
             return
         existing = self._collection_names()
@@ -357,6 +657,14 @@ class Store:
             else:
                 self._client.get_collection(tmp, embedding_function=None).modify(name=name)
 
+    def _after_lock(self) -> None:
+        """Just after taking the ingest lock: finish what a killed rebuild left, and open the
+        collections again (another ingest may have replaced them while this one waited)."""
+        if self.settings.chroma_url:
+            return
+        with self._guard():
+            self._open_collections()  # finishes rebuilds: this Store holds the lock now
+
     def remove_transcript(self, transcript: str) -> None:
         with self._guard():
             self._manifest.delete(ids=[transcript])
@@ -365,8 +673,7 @@ class Store:
     # ------------------------------------------------------------------ reading
 
     def count(self) -> int:
-        with self._guard():
-            return self._passages.count()
+        return self._read(lambda: self._passages.count())
 
     def all_passages(self, transcript: str | None = None, with_vectors: bool = False,
                      manifest: dict[str, TranscriptInfo] | None = None,
@@ -432,33 +739,60 @@ class Store:
                 fcntl.flock(fh, flags)
             except BlockingIOError:
                 raise IngestLockedError(f"another ingest is running on {self.settings.store}/") from None
+            self._lock_held = True
             try:
+                self._after_lock()
                 yield
             finally:
+                self._lock_held = False
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def _server_lock(self, wait: bool) -> Iterator[None]:
         lock_id = "__ingest_lock__"
-        coll = self._client.get_or_create_collection(self._manifest.name + "_lock", embedding_function=None)
         me = f"{os.uname().nodename}:{os.getpid()}:{time.time()}"
         deadline = time.time() + (3600 if wait else 0)
-        while True:
-            got = coll.get(ids=[lock_id], include=["metadatas"])
-            held = got["ids"] and time.time() - got["metadatas"][0]["at"] < 600
-            if not held:
-                coll.upsert(ids=[lock_id], embeddings=[[1.0]], metadatas=[{"owner": me, "at": time.time()}])
-                time.sleep(0.05)
+        with self._guard():
+            coll = self._client.get_or_create_collection(self._manifest.name + "_lock", embedding_function=None)
+            while True:
                 got = coll.get(ids=[lock_id], include=["metadatas"])
-                if got["ids"] and got["metadatas"][0]["owner"] == me:
-                    break
-            if time.time() >= deadline:
-                raise IngestLockedError(f"another ingest is running on {self.settings.chroma_url}")
-            time.sleep(0.5)
+                held = got["ids"] and time.time() - got["metadatas"][0]["at"] < 600
+                if not held:
+                    coll.upsert(ids=[lock_id], embeddings=[[1.0]], metadatas=[{"owner": me, "at": time.time()}])
+                    time.sleep(0.05)
+                    got = coll.get(ids=[lock_id], include=["metadatas"])
+                    if got["ids"] and got["metadatas"][0]["owner"] == me:
+                        break
+                if time.time() >= deadline:
+                    raise IngestLockedError(f"another ingest is running on {self.settings.chroma_url}")
+                time.sleep(0.5)
+        failed = False
         try:
             yield
+        except BaseException as exc:
+            failed = True
+            self._release_server_lock(coll, lock_id, exc)
+            raise
         finally:
-            coll.delete(ids=[lock_id])
+            if not failed:
+                self._release_server_lock(coll, lock_id, None)
+
+    def _release_server_lock(self, coll: Any, lock_id: str, error: BaseException | None) -> None:
+        """Delete the lock record. When that fails (the server went away), the lock expires by
+        itself after 10 minutes; an error the ingest itself raised is never hidden by this one."""
+        try:
+            with self._guard():
+                coll.delete(ids=[lock_id])
+        except Exception as exc:
+            note = ("The ingest lock could not be released; if the server kept it, it expires 10 minutes "
+                    "after it was taken.")
+            if error is None:
+                raise StoreUnavailableError(f"{exc} (the ingest itself finished)",
+                                            f"{getattr(exc, 'help_message', '')} {note}".strip()) from None
+            if isinstance(error, StoreError):
+                error.help_message = f"{error.help_message} {note}".strip()
+            elif isinstance(error, Exception):
+                error.add_note(note)
 
 
 def _is_connection_error(exc: Exception) -> bool:

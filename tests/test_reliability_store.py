@@ -1,0 +1,398 @@
+"""The store under stress: very many transcripts, readers during a rebuild, server faults, damaged
+files and a full disk (issue 14, points 1, 4, 5, 10 and 13; docs/RELIABILITY.md, "The store").
+
+Each test reproduces one defect; sizes are chosen to run in seconds."""
+
+from __future__ import annotations
+
+import errno
+import http.server
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rag._engine
+import rag._ingest
+import rag._store
+from conftest import CORPUS, SEED
+from rag import Engine, StoreError, StoreUnavailableError, ingest, load_settings
+from rag._chunk import chunk_transcript
+from rag._parse import parse_bytes
+from rag._store import Store, collection_names
+from rag.cli import main
+from servers import ChromaServer, chroma_server, free_port  # noqa: F401  (chroma_server: a fixture)
+
+QUESTION = "What can we learn from Bangladesh?"
+
+
+@pytest.fixture(autouse=True)
+def _cli_uses_the_session_model(monkeypatch, embedder):
+    monkeypatch.setattr(rag._ingest, "Embedder", lambda name: embedder)
+    monkeypatch.setattr(rag._engine, "Embedder", lambda name: embedder)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out + err
+
+
+def fresh_client_state() -> None:
+    """Forget this process's embedded Chroma clients, as a new `rag` process would start."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()
+
+
+# ---------------------------------------------------------------------- 1: 32,767 transcripts
+
+
+@pytest.mark.timeout(180)
+def test_a_store_of_more_than_32767_transcripts_lists_fingerprints_and_repairs(tmp_path):
+    """Chroma binds one SQL variable per record it returns or filters on: an unbounded read of
+    the manifest, or a $nin over every transcript id, failed from 32,767 transcripts on."""
+    settings = load_settings(store=tmp_path / "store")
+    store = Store(settings, create=True)
+    n = 32_800
+    for at in range(0, n, 5000):  # manifest records written directly, tiny payloads: seconds
+        ids = [f"t{i:05d}.txt" for i in range(at, min(n, at + 5000))]
+        store._manifest.add(ids=ids, embeddings=[[1.0]] * len(ids), metadatas=[{"version": "v1"}] * len(ids))
+    # one transcript with one current passage, and two passages an interrupted ingest left
+    store._manifest.upsert(ids=["t00001.txt"], embeddings=[[1.0]],
+                           metadatas=[{"version": "v1", "counts": '{"answer": 1}'}])
+    store._passages.add(
+        ids=["keep@v1", "old@v0", "gone@v1"], embeddings=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+        metadatas=[{"transcript": "t00001.txt", "version": "v1"}, {"transcript": "t00001.txt", "version": "v0"},
+                   {"transcript": "removed.txt", "version": "v1"}])
+
+    manifest = store.manifest()
+    assert len(manifest) == n and manifest["t00001.txt"].n_passages == 1
+    assert store.fingerprint() == store.fingerprint()
+    assert store.repair(manifest) == 2
+    assert store._passages.get(include=[])["ids"] == ["keep@v1"]
+    assert Store(settings).fingerprint() == store.fingerprint()
+
+
+# ---------------------------------------------------------------------- 4: readers during a rebuild
+
+
+def test_a_reader_during_recovery_leaves_the_rebuild_alone(tmp_path, embedder, capsys, monkeypatch):
+    """`rag stats` started while an ingest's recover() filled `<name>_rebuild` deleted the copy
+    (every Store() finished or discarded rebuilds); the ingest then died with NotFoundError."""
+    from chromadb.api.models.Collection import Collection
+
+    corpus = tmp_path / "c"
+    shutil.copytree(CORPUS, corpus)
+    settings = load_settings(store=tmp_path / "store")
+    n = ingest([corpus], settings, embedder=embedder).summary()["passages"]
+    (settings.store / "ingest.unfinished").write_text("1\n")  # as if the last ingest was killed
+
+    original = Collection.add
+    readers = []
+
+    def add(self, *args, **kwargs):
+        if self.name.endswith("_rebuild") and not readers:  # the copy is being filled: a reader starts
+            code, out = run_cli(capsys, "stats", "--store", str(settings.store))
+            readers.append((code, out))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "add", add)
+    report = ingest([corpus], settings, embedder=embedder)
+    monkeypatch.setattr(Collection, "add", original)
+    assert readers and readers[0][0] == 0 and "1 transcripts" in readers[0][1], readers
+    assert any(f"rebuilt the vector index: {n} passages" in x for x in report.notes), report.notes
+    store = Store(settings)
+    assert store.count() == n and not any(c.endswith("_rebuild") for c in store._collection_names())
+
+
+def test_an_unfinished_rebuild_is_finished_only_by_the_lock_holder(tmp_path, embedder):
+    """Killed between dropping a collection and renaming its complete copy: readers read the copy
+    and leave it; the next holder of the ingest lock renames it."""
+    settings = load_settings(store=tmp_path / "store")
+    ingest([CORPUS], settings, embedder=embedder)
+    writer = Store(settings, create=True)
+    n = writer.count()
+    p_name, _ = collection_names(settings.model)
+    with writer.ingest_lock():
+        writer._passages.modify(name=p_name + "_rebuild")  # the holder is between drop and rename
+        reader = Store(settings)
+        assert reader.count() == n
+        assert p_name not in reader._collection_names() and p_name + "_rebuild" in reader._collection_names()
+        assert len(reader.all_passages()[0]) == n
+    after = Store(settings, create=True)
+    with after.ingest_lock():
+        assert after._passages.name == p_name and after.count() == n
+    assert p_name + "_rebuild" not in after._collection_names()
+
+
+# ---------------------------------------------------------------------- 5: the server lock's release
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_server_crash_during_an_ingest_does_not_hide_the_ingests_error(chroma_server):
+    """The unguarded `finally: coll.delete()` of the server lock raised ConnectError over the
+    ingest's own error when the server was gone."""
+    store = Store(load_settings(chroma_url=chroma_server.url), create=True, timeout=5)
+    with pytest.raises(RuntimeError, match="the ingest's own error") as info:
+        with store.ingest_lock():
+            chroma_server.stop()
+            raise RuntimeError("the ingest's own error")
+    assert any("expires 10 minutes" in note for note in getattr(info.value, "__notes__", []))
+
+
+# ---------------------------------------------------------------------- 10: server faults
+
+
+class _SilentServer:
+    """Accepts connections on 127.0.0.1 and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        self.done = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.done.is_set():
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:  # the accept timed out, or the socket was closed
+                continue
+
+    def close(self) -> None:
+        self.done.set()
+        time.sleep(0.3)  # the accepting thread sees it before the socket goes
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_server_that_never_answers_is_reported_within_the_timeout(capsys, monkeypatch):
+    server = _SilentServer()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="did not answer within"):
+            Store(load_settings(chroma_url=server.url), timeout=1)
+        assert time.monotonic() - t0 < 10
+        monkeypatch.setattr(rag._store, "HTTP_TIMEOUT", 1.0)
+        code, out = run_cli(capsys, "stats", "--chroma-url", server.url)
+        assert code == 1 and "did not answer within 1 s" in out
+    finally:
+        server.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_plain_web_server_on_the_port_is_a_clear_error(tmp_path, capsys):
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path), **k)  # noqa: E731
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{web.server_address[1]}"
+    try:
+        code, out = run_cli(capsys, "stats", "--chroma-url", url)
+        assert code == 1 and "is not a Chroma server" in out and "HTTP 404" in out and "<html" not in out.lower()
+        with pytest.raises(StoreUnavailableError):
+            Store(load_settings(chroma_url=url))
+    finally:
+        web.shutdown()
+        web.server_close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_server_that_stops_answering_mid_session_times_out(chroma_server, embedder):
+    settings = load_settings(chroma_url=chroma_server.url)
+    ingest([CORPUS], settings, embedder=embedder)
+    store = Store(settings, timeout=2)
+    assert len(store.manifest()) == 1
+    chroma_server.proc.send_signal(signal.SIGSTOP)  # alive, connections accepted, no answers
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="did not answer within"):
+            store.manifest()
+        assert time.monotonic() - t0 < 20
+    finally:
+        chroma_server.proc.send_signal(signal.SIGCONT)
+    assert len(store.manifest()) == 1  # answers again: the same Store goes on
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_server_restarted_on_another_path_is_a_clear_error_then_picked_up(tmp_path, embedder, capsys):
+    port = free_port()
+    first = ChromaServer(tmp_path / "a", port, tmp_path / "a.log")
+    second = ChromaServer(tmp_path / "b", port, tmp_path / "b.log")
+    try:
+        first.start()
+        settings = load_settings(chroma_url=first.url)
+        ingest([CORPUS], settings, embedder=embedder)
+        engine = Engine(settings, embedder=embedder)
+        assert not engine.ask(QUESTION).abstained
+        store = Store(settings)
+        first.stop()
+        second.start()  # the same port, another --path: none of the store's collections
+        with pytest.raises(StoreUnavailableError, match="another --path") as info:
+            store.manifest()
+        assert "--path" in info.value.help_message
+        with pytest.raises(StoreUnavailableError, match="another --path"):
+            engine.ask(QUESTION)
+        ingest([CORPUS], settings, embedder=embedder)  # the store built there: picked up by itself
+        assert len(store.manifest()) == 1
+        assert not engine.ask(QUESTION).abstained
+    finally:
+        first.stop()
+        second.stop()
+
+
+# ---------------------------------------------------------------------- 13: damaged files, full disk
+
+
+@pytest.fixture(scope="module")
+def pristine_store(tmp_path_factory, embedder):
+    """1,120 passages (the seed interview 80 times, vectors embedded once): over the size at which
+    embedded Chroma keeps the vectors only in its HNSW files (smaller stores replay them from
+    its log, and a lost file does no harm)."""
+    folder = tmp_path_factory.mktemp("pristine") / "store"
+    settings = load_settings(store=folder)
+    store = Store(settings, create=True)
+    data = SEED.read_bytes()
+    base = parse_bytes(data, "seed.txt", ".txt")
+    passages = chunk_transcript(base, embedder.count_tokens, embedder.max_tokens)
+    vectors = embedder.encode([p.embed_text for p in passages])
+    items = []
+    for k in range(80):
+        t = parse_bytes(data, f"t{k:02d}.txt", ".txt")
+        items.append((t, chunk_transcript(t, embedder.count_tokens, embedder.max_tokens), vectors, f"{k:064x}"))
+    store.write_transcripts(items)
+    n = store.count()
+    assert n == 80 * len(passages)
+    fresh_client_state()
+    return folder, n, {p.embed_text: v for p, v in zip(passages, vectors)}
+
+
+def _copy(pristine, tmp_path) -> Path:
+    folder = tmp_path / "store"
+    shutil.copytree(pristine, folder)
+    return folder
+
+
+def _passages_index_dir(folder: Path) -> Path:
+    p_name, _ = collection_names(load_settings(store=folder).model)
+    db = sqlite3.connect(f"file:{folder / 'chroma.sqlite3'}?mode=ro", uri=True)
+    try:
+        (seg,) = db.execute("SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
+                            "WHERE s.scope = 'VECTOR' AND c.name = ?", (p_name,)).fetchone()
+    finally:
+        db.close()
+    return folder / seg
+
+
+def _damage(d: Path, how: str) -> None:
+    rng = np.random.default_rng(0)
+    if how == "deleted":
+        for f in d.iterdir():
+            f.unlink()
+    elif how == "garbled header":
+        # (random bytes inside data_level0.bin can crash Chroma's native HNSW code outright: a
+        # segmentation fault no Python code can catch; see docs/RELIABILITY.md)
+        f = d / "header.bin"
+        f.write_bytes(rng.integers(0, 256, f.stat().st_size, dtype=np.uint8).tobytes())
+    else:
+        (d / "header.bin").write_bytes(b"")
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(f.relative_to(folder)): f.stat().st_size for f in folder.rglob("*") if f.is_file()}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("how", ["deleted", "garbled header", "emptied header"])
+def test_a_damaged_vector_index_is_a_clear_error_and_ingest_repairs_it(how, pristine_store, tmp_path, embedder, capsys):
+    pristine, n, vectors = pristine_store
+    folder = _copy(pristine, tmp_path)
+    _damage(_passages_index_dir(folder), how)
+    settings = load_settings(store=folder)
+
+    with pytest.raises(StoreError, match="vector index") as info:
+        Engine(settings, embedder=embedder).ask(QUESTION)
+    assert "rag ingest" in info.value.help_message
+    code, out = run_cli(capsys, "ask", QUESTION, "--store", str(folder))
+    assert code == 1 and "rag ingest" in out
+
+    # what `rag ingest` does first (re-embedding through a lookup: the texts are the seed's)
+    store = Store(settings, create=True)
+    with store.ingest_lock():
+        notes = store.recover(lambda texts: np.stack([vectors[t] for t in texts]))
+    assert any(f"rebuilt the vector index: {n} passages" in x for x in notes), notes
+    if how != "deleted":  # not even the records could be read: the files were set aside, kept
+        assert any("moved to" in x for x in notes)
+        assert list(folder.glob("damaged-*/*/header.bin"))
+    fresh_client_state()
+    answer = Engine(load_settings(store=folder), embedder=embedder).ask(QUESTION)
+    assert not answer.abstained and "Bangladesh" in answer.citations[0].quote
+
+
+@pytest.mark.timeout(300)
+def test_a_truncated_database_is_a_clear_error_and_nothing_is_touched(pristine_store, tmp_path, embedder, capsys):
+    pristine, _, _ = pristine_store
+    folder = _copy(pristine, tmp_path)
+    db = folder / "chroma.sqlite3"
+    os.truncate(db, db.stat().st_size // 2)
+    (folder / "ingest.unfinished").write_text("1\n")  # recovery would run
+    before = _files(folder)
+    for argv in (["ingest", str(CORPUS)], ["stats"], ["ask", QUESTION]):
+        fresh_client_state()
+        code, out = run_cli(capsys, *argv, "--store", str(folder))
+        assert code == 1 and "is damaged" in out and "backup" in out, (argv, out)
+    fresh_client_state()
+    with pytest.raises(StoreError, match="damaged"):
+        ingest([CORPUS], load_settings(store=folder), embedder=embedder)
+    assert _files(folder) == before
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("where", ["chroma", "mark"])
+def test_a_full_disk_is_a_clear_error_and_the_store_stays_readable(where, tmp_path, embedder, capsys, monkeypatch):
+    from chromadb.api.models.Collection import Collection
+
+    corpus = tmp_path / "c"
+    shutil.copytree(CORPUS, corpus)
+    settings = load_settings(store=tmp_path / "store")
+    ingest([corpus], settings, embedder=embedder)
+    before = Store(settings).manifest()
+    talk = corpus / "talk.txt"
+    talk.write_text("PP: What worries you?\nAS: That the framework is taken for the work itself.\n")
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "chroma":
+        monkeypatch.setattr(Collection, "upsert", no_space)
+    else:
+        original = Path.write_text
+        monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: no_space() if self.name == "ingest.unfinished"
+                            else original(self, *a, **k))
+    code, out = run_cli(capsys, "ingest", str(corpus), "--store", str(settings.store))
+    monkeypatch.undo()
+    assert code == 1 and "no space left" in out.lower() and "Free space" in out, out
+
+    store = Store(settings)
+    assert {t: i.version for t, i in store.manifest().items()} == {t: i.version for t, i in before.items()}
+    assert store.count() == sum(i.n_passages for i in before.values())
+    assert not (settings.store / "ingest.unfinished").exists()
+    answer = Engine(settings, embedder=embedder).ask(QUESTION)
+    assert not answer.abstained and "Bangladesh" in answer.citations[0].quote
