@@ -31,6 +31,7 @@ GRID = {
     "relative_bar": (0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0),
     "follow_bar": (0.0, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0),
     "max_passages": (1, 2, 3, 5),
+    "summary_passages": (1, 2, 3, 4, 5),
     "per_passage": (1, 2, 3, 4, 6),
 }
 

@@ -147,11 +147,13 @@ def select_sentences(
         from ._settings import AnswerSettings
 
         cfg = AnswerSettings()
-    cands = sentence_candidates(question, q_vec, retrieved, sentence_vectors, max_passages=cfg.max_passages,
+    # "Summarize the discussion about X" wants the main points of several speakers
+    n_passages = cfg.summary_passages if answer_type == "summary" else cfg.max_passages
+    cands = sentence_candidates(question, q_vec, retrieved, sentence_vectors, max_passages=n_passages,
                                 idf=idf, answer_type=answer_type)
     if not cands:
         return []
-    top = retrieved[: cfg.max_passages]
+    top = retrieved[:n_passages]
     if named is not None:
         # "What did X say?": X's words answer it, whether X answered or asked; the asker's words are
         # then quoted as a claim without the penalty they get as mere context
@@ -315,7 +317,7 @@ def compose(
                 n=len(citations) + 1,
                 passage=p,
                 quote=_join_quotes(getattr(p, field), sents),
-                highlights=sorted(h for s in sents for h in spans(s.start, s.end)),
+                highlights=sorted(h for a, b in _runs(getattr(p, field), sents) for h in spans(a, b)),
                 speaker=who,
                 role=role,
                 field=field,  # type: ignore[arg-type]
@@ -340,6 +342,18 @@ def compose(
     if not citations:  # nothing could be quoted with its true speaker
         return REFUSAL, []
     return "\n\n".join(lines), citations
+
+
+def _runs(text: str, sents: list[Sentence]) -> list[tuple[int, int]]:
+    """The sentences (in document order) as runs of adjacent ones: one highlight for a span the
+    reader sees as one piece, not one per sentence."""
+    runs: list[tuple[int, int]] = []
+    for s in sents:
+        if runs and not text[runs[-1][1] : s.start].strip():
+            runs[-1] = (runs[-1][0], s.end)
+        else:
+            runs.append((s.start, s.end))
+    return runs
 
 
 def _join_quotes(text: str, sents: list[Sentence]) -> str:

@@ -523,7 +523,10 @@ ANSWER_TYPES = ("date", "number", "amount", "person", "organisation", "place", "
 _ANSWER_TYPE = (
     ("summary", re.compile(r"^\s*(please\s+)?(summari[sz]e|outline|give (me |us )?an? (overview|summary))\b|"
                            r"\b(what|how) (was|were) (the )?(discussion|debate|conversation)\b|\bdiscuss(ed|ion)?\b", re.I)),
-    ("date", re.compile(r"\b(when|what (year|date|day|month|time)|which (year|date|day|month)|how long ago|since when)\b", re.I)),
+    # "when" asks for a time at the head of a question ("When did...", "Since when..."), not as a
+    # conjunction inside one ("What did X say when discussing Y?")
+    ("date", re.compile(r"^\s*((and|so|but)\s+)?(since |until )?when\b|\bwhen (did|was|were|is|are|will|would|does|do|has|had)\b"
+                        r"|\b(what|which) (year|date|day|month|time)\b|\bhow long ago\b|\bin what year\b", re.I)),
     ("amount", re.compile(r"\bhow much\b|\b(what|which) (was |is )?the (cost|price|amount|budget|salary|fee|sum)\b", re.I)),
     ("number", re.compile(r"\bhow (many|often|old|long|far|big|large)\b|\b(what|which) (number|percentage|proportion|share|rate)\b", re.I)),
     ("person", re.compile(r"^\s*(who|whom)\b|\bwho (was|is|were|are|did|does)\b|\b(which|what) (person|people|member|minister|speaker)\b", re.I)),

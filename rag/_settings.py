@@ -67,16 +67,18 @@ class PlanningSettings(BaseModel):
 
 
 class AnswerSettings(BaseModel):
-    """How the answer's sentences are chosen from the retrieved passages (rag/_answer.py)."""
+    """How the answer's sentences are chosen from the retrieved passages (rag/_answer.py). Values
+    fitted on the training split by bench/fit_selection.py (docs/EVALUATION.md, "Answers")."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     budget_words: int = Field(120, ge=10, le=1000, description="Length budget of an extractive answer, in words.")
     max_passages: int = Field(2, ge=1, le=50, description="Top passages whose sentences may be quoted.")
-    per_passage: int = Field(3, ge=1, description="Best sentences taken from one passage (each may bring a neighbour).")
+    summary_passages: int = Field(3, ge=1, le=50, description="Top passages quoted for a question asking for a summary or a discussion.")
+    per_passage: int = Field(6, ge=1, description="Best sentences taken from one passage (each may bring a neighbour).")
     w_cosine: float = Field(0.35, description="Weight of a sentence's cosine with the question.")
     w_overlap: float = Field(0.65, description="Weight of its share of the question's (idf-weighted) words.")
-    w_type: float = Field(0.05, description="Bonus for carrying the expected answer type (a year, an amount, a name).")
+    w_type: float = Field(0.5, description="Bonus for carrying the expected answer type (a year, an amount, a name).")
     w_rank: float = Field(0.1, description="Penalty per rank of the sentence's passage.")
     w_position: float = Field(0.0, description="Penalty per sentence before it in its passage (up to ten).")
     max_repeat: float = Field(0.3, ge=0, le=1, description="A sentence whose content words were already quoted beyond this share is left out.")
@@ -99,15 +101,15 @@ class RefusalSettings(BaseModel):
     # answered by rule (rag/_decide.py).
     weights: dict[str, float] = Field(
         default_factory=lambda: {
-            "evidence": -3.7491, "score1": -0.3513, "margin": -0.1650, "coverage": -0.6822, "absent": 0.2728,
-            "unknown_names": 1.3832, "type_missing": -0.5154, "speaker_only": 0.0000,
+            "evidence": -3.4737, "score1": -0.3756, "margin": -0.1539, "coverage": -0.7594, "absent": 0.1224,
+            "unknown_names": 1.2880, "type_missing": -0.5283, "speaker_only": 0.0000,
         },
         description="Weight of each refusal feature (rag._refusal.FEATURES); fitted by scripts/fit_refusal.py.",
     )
     evidence_passages: int = Field(3, ge=1, le=50, description="Top passages whose best sentence is the evidence an answer is judged on.")
-    bias: float = Field(9.1011, description="Bias of the logistic model.")
+    bias: float = Field(9.3722, description="Bias of the logistic model.")
     threshold: float = Field(
-        0.8565, ge=0, le=1, description="Refuse when the probability that the transcripts do not answer reaches this.")
+        0.8538, ge=0, le=1, description="Refuse when the probability that the transcripts do not answer reaches this.")
 
     @field_validator("weights")
     @classmethod
