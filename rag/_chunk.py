@@ -15,6 +15,23 @@ from ._text import sentence_spans
 CountTokens = Callable[[Sequence[str]], list[int]]
 QUESTION_TOKEN_CAP = 96  # at most this much of a long question goes into the embedded text
 TAIL_MIN_TOKENS = 32  # a split answer's last part gets at least about a sentence
+# A tokenizer may read a very long run of characters as one token (WordPiece: any word over 100
+# characters is one [UNK]), so a 2 MB word would "fit" in one passage. Runs of LONG_RUN or more
+# non-space characters, and every piece cut from an overlong word, count at least one token per
+# CHARS_PER_TOKEN characters. Ordinary text is never affected (words and URLs tokenize to more).
+LONG_RUN = 50
+CHARS_PER_TOKEN = 4
+_LONG_RUN = re.compile(r"\S{%d,}" % LONG_RUN)
+
+
+def _cost(text: str, tokens: int) -> int:
+    """Tokens, but at least one per CHARS_PER_TOKEN characters of each overlong run."""
+    floor = sum(-(-(m.end() - m.start()) // CHARS_PER_TOKEN) for m in _LONG_RUN.finditer(text))
+    return max(tokens, floor)
+
+
+def _piece_cost(piece: str, tokens: int) -> int:
+    return max(tokens, -(-len(piece) // CHARS_PER_TOKEN))
 
 
 def chunk_transcript(t: Transcript, count_tokens: CountTokens, max_tokens: int = 256) -> list[Passage]:
@@ -99,11 +116,11 @@ def _pair_questions(turns: list[Turn]) -> dict[int, Turn | None]:
 
 def _trim_question(question: str, count_tokens: CountTokens) -> str:
     """The end of a long question (where the actual question usually is), within the cap."""
-    if count_tokens([question])[0] <= QUESTION_TOKEN_CAP:
+    if _cost(question, count_tokens([question])[0]) <= QUESTION_TOKEN_CAP:
         return question
     spans = sentence_spans(question)
     sents = [question[a:b] for a, b in spans]
-    counts = count_tokens(sents)
+    counts = [_cost(x, c) for x, c in zip(sents, count_tokens(sents))]
     kept: list[str] = []
     total = 0
     for s, c in zip(reversed(sents), reversed(counts)):
@@ -113,17 +130,18 @@ def _trim_question(question: str, count_tokens: CountTokens) -> str:
         total += c
     if not kept:  # one huge last sentence: keep as many of its last words as fit
         words = sents[-1].split() if sents else question.split()
-        wc = count_tokens(words)
+        wc = [_cost(w, c) for w, c in zip(words, count_tokens(words))]
         i = len(words)
         while i > 0 and total + wc[i - 1] <= QUESTION_TOKEN_CAP:
             i -= 1
             total += wc[i]
         if i == len(words):  # even the last word is too long: the longest tail of it that fits
             word = words[-1]
-            lo, hi = 0, len(word) - 1  # find the smallest start whose tail fits
+            # find the smallest start whose tail fits (a tail longer than this never does)
+            lo, hi = max(0, len(word) - QUESTION_TOKEN_CAP * CHARS_PER_TOKEN), len(word) - 1
             while lo < hi:
                 mid = (lo + hi) // 2
-                if count_tokens([word[mid:]])[0] <= QUESTION_TOKEN_CAP:
+                if _piece_cost(word[mid:], count_tokens([word[mid:]])[0]) <= QUESTION_TOKEN_CAP:
                     hi = mid
                 else:
                     lo = mid + 1
@@ -147,7 +165,7 @@ def _split(segments: list[Segment], count_tokens: CountTokens, budget: int) -> l
     """Pack paragraphs into parts within ``budget`` tokens; split long paragraphs at sentences
     and overlong sentences at words. WordPiece counts add up over whitespace-separated pieces."""
     pieces: list[tuple[Segment, int]] = []
-    counts = count_tokens([s.text for s in segments])
+    counts = [_cost(s.text, c) for s, c in zip(segments, count_tokens([s.text for s in segments]))]
     for seg, c in zip(segments, counts):
         if c <= budget:
             pieces.append((seg, c))
@@ -195,12 +213,13 @@ def _split_segment(seg: Segment, count_tokens: CountTokens, budget: int) -> list
         sents[0] = _with_sep(sents[0], seg.sep)
     out: list[tuple[Segment, int]] = []
     for s, c in zip(sents, count_tokens([s.text for s in sents])):
+        c = _cost(s.text, c)
         if c <= budget:
             out.append((s, c))
             continue
         # a sentence longer than the window: cut at word boundaries, explicitly
         words = list(re.finditer(r"\S+", s.text))
-        wc = count_tokens([w.group() for w in words])
+        wc = [_cost(w.group(), n) for w, n in zip(words, count_tokens([w.group() for w in words]))]
         pieces: list[tuple[int, int, int]] = []  # (start, end, tokens) within s.text
         for w, n in zip(words, wc):
             if n <= budget:
@@ -223,17 +242,41 @@ def _split_segment(seg: Segment, count_tokens: CountTokens, budget: int) -> list
 
 
 def _cut_word(word: str, offset: int, count_tokens: CountTokens, budget: int) -> list[tuple[int, int, int]]:
-    """Character pieces of an overlong word, each within the budget."""
+    """Character pieces of an overlong word, each within the budget (a piece counts at least
+    one token per CHARS_PER_TOKEN characters, so it is never longer than budget times that).
+
+    Each piece is the longest that fits; the search starts from the last piece's length (the
+    same, mostly, along a word), so a piece costs a few counts of at most that many characters
+    and the whole word time linear in its length."""
     out: list[tuple[int, int, int]] = []
+    limit = max(1, budget * CHARS_PER_TOKEN)
+    guess = limit
     a = 0
     while a < len(word):
-        lo, hi = a + 1, len(word)  # the longest piece word[a:b] that fits
+        seen: dict[int, int] = {}
+
+        def fits(b: int) -> bool:
+            if b not in seen:
+                seen[b] = _piece_cost(word[a:b], count_tokens([word[a:b]])[0])
+            return seen[b] <= budget
+
+        top = min(len(word), a + limit)
+        g = min(a + guess, top)
+        if fits(g):
+            lo, hi = g, top  # lo fits; the longest fitting end is in [lo, hi]
+            if g < top and not fits(g + 1):
+                hi = g
+        else:
+            lo, hi = a + 1, g - 1  # a single character is taken even if it does not fit
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if count_tokens([word[a:mid]])[0] <= budget:
+            if fits(mid):
                 lo = mid
             else:
                 hi = mid - 1
-        out.append((offset + a, offset + lo, count_tokens([word[a:lo]])[0]))
+        if lo not in seen:
+            fits(lo)
+        out.append((offset + a, offset + lo, seen[lo]))
+        guess = lo - a
         a = lo
     return out

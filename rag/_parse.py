@@ -8,6 +8,7 @@ its text with the ranges they occupy in the decoded source text, so citations ca
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -17,7 +18,7 @@ from ._errors import TranscriptError
 from ._identity import link_speakers
 from ._records import Segment, Speaker, Transcript, Turn
 from ._roles import assign_acts
-from ._text import decode
+from ._text import decode_with_warnings
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
 SUFFIXES = TEXT_SUFFIXES | {".vtt", ".srt", ".json"}
@@ -70,11 +71,12 @@ def parse_bytes(data: bytes, transcript_id: str, suffix: str | None = None) -> T
     """Decode and parse one file's bytes. Raises TranscriptError with the reason."""
     if data and not data.strip():
         raise TranscriptError(f"{transcript_id}: the file contains only whitespace")
-    text, encoding = decode(data, transcript_id)
-    return parse_text(text, transcript_id, suffix, encoding)
+    text, encoding, notes = decode_with_warnings(data, transcript_id)
+    return parse_text(text, transcript_id, suffix, encoding, notes)
 
 
-def parse_text(text: str, transcript_id: str, suffix: str | None = None, encoding: str = "utf-8") -> Transcript:
+def parse_text(text: str, transcript_id: str, suffix: str | None = None, encoding: str = "utf-8",
+               decode_warnings: list[str] | None = None) -> Transcript:
     suffix = (suffix or PurePath(transcript_id).suffix).lower()
     if suffix == ".vtt" or (suffix not in SUFFIXES and text.lstrip("\ufeff").startswith("WEBVTT")):
         fmt, (raw, meta) = "vtt", _parse_cues(text, transcript_id, vtt=True)
@@ -86,6 +88,7 @@ def parse_text(text: str, transcript_id: str, suffix: str | None = None, encodin
         fmt, (raw, meta) = ("markdown" if suffix in {".md", ".markdown"} else "text"), _parse_tagged(text)
     if encoding != "utf-8":
         meta.warnings.append(f"decoded as {encoding}")
+    meta.warnings.extend(decode_warnings or [])
     return _build(text, transcript_id, fmt, raw, meta)
 
 
@@ -239,9 +242,12 @@ def _parse_tagged(text: str) -> tuple[list[_RawTurn], _Meta]:
 
     # Where the trailing comments section starts (after the last tag), if any.
     last_tag_line = max((i for i, c in enumerate(candidates) if c and accept(c[1])), default=-1)
+    # (the first "Comments" line with a comment heading somewhere below it: one pass from the
+    # end finds the last heading, so many "Comments" lines cost no more than one)
     comments_at = None
-    for i in range(max(last_tag_line, 0), len(lines)):
-        if _COMMENTS_LINE.match(lines[i][1]) and any(_COMMENT_HEAD.match(l) for _, l in lines[i + 1 :]):
+    last_head = next((i for i in range(len(lines) - 1, last_tag_line, -1) if _COMMENT_HEAD.match(lines[i][1])), -1)
+    for i in range(max(last_tag_line, 0), last_head):
+        if _COMMENTS_LINE.match(lines[i][1]):
             comments_at = i
             break
 
@@ -391,6 +397,7 @@ def _parse_cues(text: str, name: str, vtt: bool) -> tuple[list[_RawTurn], _Meta]
     current: _RawTurn | None = None
     bad = 0
     cues = 0
+    backward: list[str] = []
     for blk in blocks:
         first = blk[0][1].strip()
         if vtt and (first.startswith(("WEBVTT", "NOTE", "STYLE", "REGION"))):
@@ -405,6 +412,9 @@ def _parse_cues(text: str, name: str, vtt: bool) -> tuple[list[_RawTurn], _Meta]
             meta.warnings.append(f"cue with a broken timestamp skipped: {blk[t_index][1].strip()[:60]!r}")
             continue
         a, b = _seconds(m.group("a")), _seconds(m.group("b"))
+        if b < a:  # a cue that ends before it starts: keep its text, not its end
+            backward.append(blk[t_index][1].strip()[:60])
+            b = a
         cues += 1
         for start, line in blk[t_index + 1 :]:
             speaker = None
@@ -431,6 +441,11 @@ def _parse_cues(text: str, name: str, vtt: bool) -> tuple[list[_RawTurn], _Meta]
     if cues == 0:
         what = "WebVTT" if vtt else "SubRip"
         raise TranscriptError(f"{name}: no valid {what} cues found" + (f" ({bad} malformed)" if bad else ""))
+    if backward:
+        meta.warnings.append(
+            f"{len(backward)} cue{'s' if len(backward) > 1 else ''} end before they start ({backward[0]!r}"
+            + (", ..." if len(backward) > 1 else "") + "); their end taken as their start"
+        )
     raw = [r for r in raw if r.segments]
     if not any(r.label for r in raw):
         meta.warnings.append("no speakers in cues; ingested as untagged statements")
@@ -440,70 +455,148 @@ def _parse_cues(text: str, name: str, vtt: bool) -> tuple[list[_RawTurn], _Meta]
 # --------------------------------------------------------------------------- JSON
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_JSON_PLAIN = re.compile(r'[^"\\]+')
+_JSON_WS = re.compile(r"[ \t\r\n]*")
+_JSON_NEXT = re.compile(r'[][{}"]')
+_JSON_SCALAR = re.compile(r"[^,}\]\s]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+
+
+def _clean(value: str) -> str:
+    """A decoded JSON string as it can be stored: NULs dropped, lone surrogates replaced."""
+    return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
+
+
 def _json_string_segments(raw: str, quote_at: int) -> tuple[str, list[Segment], int]:
     """Decode the JSON string literal starting at raw[quote_at] == '"'.
 
     Returns (decoded, segments mapping it to the source, index after the closing quote).
-    A "\\n" escape starts a new paragraph segment; other escapes map to their own range."""
+    A "\\n" escape starts a new paragraph segment; other escapes map to their own range.
+    A "\\u0000" escape gives no segment (NULs are not stored) and a lone surrogate becomes
+    U+FFFD; the decoded string keeps them, as json.loads does."""
     assert raw[quote_at] == '"'
     i = quote_at + 1
     segs: list[Segment] = []
-    run_start = i
     sep = "\n"
     out: list[str] = []
-
-    def flush(end: int) -> None:
-        nonlocal sep
-        if end > run_start:
-            segs.append(Segment(raw[run_start:end], run_start, sep=sep))
-            sep = ""
-
     while True:
+        m = _JSON_PLAIN.match(raw, i)
+        if m:
+            segs.append(Segment(m.group(), i, sep=sep))
+            out.append(m.group())
+            sep = ""
+            i = m.end()
         ch = raw[i]
         if ch == '"':
-            flush(i)
-            out_text = "".join(out)
-            return out_text, segs, i + 1
-        if ch == "\\":
-            flush(i)
-            esc = raw[i + 1]
-            if esc == "u":
-                code = int(raw[i + 2 : i + 6], 16)
-                length = 6
-                if 0xD800 <= code < 0xDC00 and raw[i + 6 : i + 8] == "\\u":
-                    low = int(raw[i + 8 : i + 12], 16)
+            return "".join(out), segs, i + 1
+        # a backslash escape
+        esc = raw[i + 1]
+        if esc == "u":
+            code = int(raw[i + 2 : i + 6], 16)
+            length = 6
+            if 0xD800 <= code < 0xDC00 and raw[i + 6 : i + 8] == "\\u":
+                low = int(raw[i + 8 : i + 12], 16)
+                if 0xDC00 <= low < 0xE000:
                     code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
                     length = 12
-                decoded = chr(code)
-            else:
-                decoded = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}.get(esc, esc)
-                length = 2
-            if decoded == "\n":
-                sep = "\n"
-            else:
-                segs.append(Segment(decoded, i, i + length, sep=sep))
-                sep = ""
-            out.append(decoded)
-            i += length
-            run_start = i
-            continue
-        out.append(ch)
-        i += 1
-
-
-def _locate_strings(raw: str) -> dict[int, tuple[str, list[Segment]]]:
-    """Every string literal in a JSON text by its start offset (keys included)."""
-    found: dict[int, tuple[str, list[Segment]]] = {}
-    i = 0
-    n = len(raw)
-    while i < n:
-        if raw[i] == '"':
-            decoded, segs, after = _json_string_segments(raw, i)
-            found[i] = (decoded, segs)
-            i = after
+            decoded = chr(code)
         else:
-            i += 1
+            decoded = _ESCAPES.get(esc, esc)
+            length = 2
+        out.append(decoded)
+        if decoded == "\n":
+            sep = "\n"
+        elif decoded != "\x00":
+            segs.append(Segment(_clean(decoded), i, i + length, sep=sep))
+            sep = ""
+        i += length
+
+
+def _skip_json_value(raw: str, i: int) -> int:
+    """Where the (valid) JSON value starting at raw[i] ends."""
+    ch = raw[i]
+    if ch == '"':
+        return _JSON_STRING.match(raw, i).end()  # type: ignore[union-attr]
+    if ch not in "[{":
+        m = _JSON_SCALAR.match(raw, i)
+        return m.end() if m else i + 1
+    depth = 0
+    while True:
+        m = _JSON_NEXT.search(raw, i)
+        if m is None:
+            return len(raw)
+        c = m.group()
+        if c == '"':
+            i = _JSON_STRING.match(raw, m.start()).end()  # type: ignore[union-attr]
+            continue
+        depth += 1 if c in "[{" else -1
+        i = m.end()
+        if depth == 0:
+            return i
+
+
+def _json_members(raw: str, i: int):
+    """(decoded key, key start, value start) of each member of the object at raw[i] == '{'."""
+    i = _JSON_WS.match(raw, i + 1).end()  # type: ignore[union-attr]
+    while raw[i] != "}":
+        key_end = _JSON_STRING.match(raw, i).end()  # type: ignore[union-attr]
+        key = json.loads(raw[i:key_end])  # keys compared decoded: "te\u0078t" is "text"
+        value_at = _JSON_WS.match(raw, _JSON_WS.match(raw, key_end).end() + 1).end()  # type: ignore[union-attr]
+        yield key, i, value_at
+        i = _JSON_WS.match(raw, _skip_json_value(raw, value_at)).end()  # type: ignore[union-attr]
+        if raw[i] == ",":
+            i = _JSON_WS.match(raw, i + 1).end()  # type: ignore[union-attr]
+
+
+def _json_elements(raw: str, i: int):
+    """Start of each element of the array at raw[i] == '['."""
+    i = _JSON_WS.match(raw, i + 1).end()  # type: ignore[union-attr]
+    while raw[i] != "]":
+        yield i
+        i = _JSON_WS.match(raw, _skip_json_value(raw, i)).end()  # type: ignore[union-attr]
+        if raw[i] == ",":
+            i = _JSON_WS.match(raw, i + 1).end()  # type: ignore[union-attr]
+
+
+def _turn_text_literals(raw: str) -> list[tuple[int, int] | None]:
+    """For each element of the turns list of a valid JSON text: (where its "text" key starts,
+    where the string value starts), the last "text" key winning as in json.loads; None when the
+    element is not an object with a string "text". One pass over the source."""
+    top = _JSON_WS.match(raw).end()  # type: ignore[union-attr]
+    turns_at = top
+    if raw[top] == "{":
+        turns_at = -1
+        for key, _, value_at in _json_members(raw, top):
+            if key == "turns":
+                turns_at = value_at
+    if turns_at < 0 or raw[turns_at] != "[":
+        return []
+    found: list[tuple[int, int] | None] = []
+    for el in _json_elements(raw, turns_at):
+        hit = None
+        if raw[el] == "{":
+            for key, key_at, value_at in _json_members(raw, el):
+                if key == "text":
+                    hit = (key_at, value_at) if raw[value_at] == '"' else None
+        found.append(hit)
     return found
+
+
+def _json_time(value: Any, key: str, n: int, name: str, meta: _Meta) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and re.fullmatch(r"(?:\d+:)?\d{1,2}:\d{2}(?:[.,]\d+)?|\d+(?:\.\d+)?", value.strip()):
+        seconds = _seconds(value.strip())
+    else:
+        raise TranscriptError(f'{name}: turn {n}: "{key}" must be seconds or HH:MM:SS')
+    if not math.isfinite(seconds) or seconds < 0:
+        meta.warnings.append(f'turn {n}: "{key}" is not a time ({value!r}); left out')
+        return None
+    return seconds
 
 
 def _parse_json(text: str, name: str) -> tuple[list[_RawTurn], _Meta]:
@@ -512,13 +605,15 @@ def _parse_json(text: str, name: str) -> tuple[list[_RawTurn], _Meta]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TranscriptError(f"{name}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise TranscriptError(f"{name}: JSON too deeply nested to read") from None
     if isinstance(data, dict):
         if not isinstance(data.get("turns"), list):
             raise TranscriptError(f'{name}: JSON object must have a "turns" list (and optional "metadata")')
         md = data.get("metadata") or {}
         if not isinstance(md, dict):
             raise TranscriptError(f'{name}: JSON "metadata" must be an object')
-        _apply_metadata(md, meta)
+        _apply_metadata({k: _clean(v) if isinstance(v, str) else v for k, v in md.items()}, meta)
         turns = data["turns"]
     elif isinstance(data, list):
         turns = data
@@ -526,12 +621,9 @@ def _parse_json(text: str, name: str) -> tuple[list[_RawTurn], _Meta]:
         raise TranscriptError(f"{name}: JSON must be a list of turns or an object with \"turns\"")
     if not turns:
         raise TranscriptError(f"{name}: JSON has no turns")
-    strings = _locate_strings(text)
-    # String literals in document order, to find each turn's "text" value.
-    order = sorted(strings)
-    key_positions = [p for p in order if strings[p][0] == "text"]
+    # each turn's "text" literal in the source, found by the JSON structure (keys decoded)
+    literals = _turn_text_literals(text)
     raw: list[_RawTurn] = []
-    cursor = 0
     for n, turn in enumerate(turns, 1):
         if not isinstance(turn, dict):
             raise TranscriptError(f"{name}: turn {n} must be an object with \"speaker\" and \"text\"")
@@ -540,37 +632,24 @@ def _parse_json(text: str, name: str) -> tuple[list[_RawTurn], _Meta]:
             raise TranscriptError(f'{name}: turn {n}: "text" must be a string')
         if spk is not None and not isinstance(spk, str):
             raise TranscriptError(f'{name}: turn {n}: "speaker" must be a string')
-        times = []
-        for key in ("start", "end"):
-            v = turn.get(key)
-            if v is None:
-                times.append(None)
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                times.append(float(v))
-            elif isinstance(v, str) and re.fullmatch(r"(?:\d+:)?\d{1,2}:\d{2}(?:[.,]\d+)?|\d+(?:\.\d+)?", v.strip()):
-                times.append(_seconds(v.strip()))
-            else:
-                raise TranscriptError(f'{name}: turn {n}: "{key}" must be seconds or HH:MM:SS')
-        # Find this turn's "text" value literal after the cursor.
+        start, end = (_json_time(turn.get(key), key, n, name, meta) for key in ("start", "end"))
+        if start is not None and end is not None and end < start:
+            meta.warnings.append(f"turn {n} ends ({end:g} s) before it starts ({start:g} s); its end left out")
+            end = None
         segs: list[Segment] = []
-        tag_start = cursor
-        while key_positions and key_positions[0] < cursor:
-            key_positions.pop(0)
-        for kp in list(key_positions):
-            after_key = kp + len(json.dumps("text"))
-            m = re.compile(r'\s*:\s*"').match(text, after_key)
-            if m:
-                vstart = m.end() - 1
-                if vstart in strings and strings[vstart][0] == body:
-                    segs = strings[vstart][1]
-                    tag_start = kp
-                    cursor = vstart + 1
-                    key_positions.remove(kp)
-                    break
+        tag_start = raw[-1].tag_start if raw else 0
+        hit = literals[n - 1] if n - 1 < len(literals) else None
+        if hit is not None:
+            decoded, segs, _ = _json_string_segments(text, hit[1])
+            tag_start = hit[0]
+            if decoded != body:  # cannot happen with valid JSON; never cite the wrong text
+                segs = []
         segs = [s for s in segs if s.text.strip() or s.sep == ""]
         trimmed = _trim_segments(segs)
-        raw.append(_RawTurn(label=(spk or "").strip() or None, segments=trimmed, tag_start=tag_start,
-                            start_time=times[0], end_time=times[1]))
+        raw.append(_RawTurn(label=_clean(spk or "").strip() or None, segments=trimmed, tag_start=tag_start,
+                            start_time=start, end_time=end))
+    if "\x00" in "".join(str(t.get("text")) + str(t.get("speaker")) for t in turns):
+        meta.warnings.append("NUL characters in the JSON strings dropped")
     raw = [r for r in raw if r.segments]
     if not raw:
         raise TranscriptError(f"{name}: every turn's text is empty")

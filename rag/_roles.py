@@ -72,7 +72,24 @@ def has_content(text: str) -> bool:
 
 def _names(speaker: str, text: str) -> bool:
     names = [w for w in _words(speaker) if len(w) > 2 and w[0].isupper()]
-    return any(re.search(rf"\b{re.escape(n)}\b", text) for n in names[-2:])
+    return any(_has_word(text, n) for n in names[-2:])
+
+
+def _is_word_char(text: str, i: int) -> bool:
+    return 0 <= i < len(text) and (text[i].isalnum() or text[i] == "_")
+
+
+def _has_word(text: str, word: str) -> bool:
+    """re.search(rf"\b{re.escape(word)}\b", text), without compiling a pattern per speaker
+    (thousands of speakers would overflow the regex cache and compile each time)."""
+    at = text.find(word)
+    while at >= 0:
+        end = at + len(word)
+        if (_is_word_char(text, at - 1) != _is_word_char(text, at)
+                and _is_word_char(text, end - 1) != _is_word_char(text, end)):
+            return True
+        at = text.find(word, at + 1)
+    return False
 
 
 def asks(text: str) -> bool:
@@ -158,22 +175,30 @@ def assign_acts(turns: list[Turn], speakers: dict[str, Speaker], preset: set[int
 
 
 def _infer_roles(substantive: list[Turn], speakers: dict[str, Speaker], live: list[Turn]) -> None:
-    unknown = [k for k, s in speakers.items() if not s.role]
+    unknown = {k for k, s in speakers.items() if not s.role}
     if not unknown:
         return
+    # each speaker's turns, grouped once (not searched per speaker: thousands of speakers)
+    by_speaker: dict[str | None, list[Turn]] = {}
+    for t in substantive:
+        by_speaker.setdefault(t.speaker, []).append(t)
+    live_count: dict[str | None, int] = {}
+    for t in live:
+        live_count[t.speaker] = live_count.get(t.speaker, 0) + 1
+    asked = {t.index for t in substantive if asks(t.text)}
     stats: dict[str, dict[str, float]] = {}
     for key in speakers:
-        mine = [t for t in substantive if t.speaker == key]
-        total = [t for t in live if t.speaker == key]
+        mine = by_speaker.get(key, [])
+        total = live_count.get(key, 0)
         if not total:
             continue
-        q = sum(1 for t in mine if asks(t.text))
+        q = sum(1 for t in mine if t.index in asked)
         stats[key] = {
             "n": len(mine),
-            "total": len(total),
+            "total": total,
             "q_rate": q / len(mine) if mine else 0.0,
             "words": median(len(_words(t.text)) for t in mine) if mine else 0.0,
-            "procedural": (len(total) - len(mine)) / len(total),
+            "procedural": (total - len(mine)) / total,
         }
     if not stats:
         return
@@ -223,34 +248,54 @@ def _infer_roles(substantive: list[Turn], speakers: dict[str, Speaker], live: li
             if last is not None and not handed_over:
                 direct.add(t.index)
             last, handed_over = t, False
-        asked = {t.index for t in substantive if asks(t.text)}
-        changed = True
-        while pending and changed:
-            changed = False
-            answerers = {k for k, sp in speakers.items() if sp.role == "interviewee"}
-            for k in list(pending):
-                mine = [t for t in substantive if t.speaker == k]
-                follows = prompts = 0
-                for t in mine:
-                    prev, nxt_t = previous[t.index], following.get(t.index)
-                    if prev is not None and prev.speaker != k and (
-                        prev.index in asked or prev.speaker in answerers
-                        or (t.index in direct and speakers[prev.speaker].role == "interviewer")
-                    ):
-                        follows += 1
-                    if nxt_t is not None and nxt_t.speaker != k and nxt_t.speaker in answerers:
-                        prompts += 1
-                # a member who challenges without question marks also speaks after witnesses,
-                # but witnesses reply to them: answerers follow more than they prompt
-                if follows / len(mine) >= 0.5 and follows > prompts:
-                    speakers[k].role = "interviewee"  # type: ignore[assignment]
-                    pending.remove(k)
-                    changed = True
+        # Passes until nothing changes; each pass judges the pending speakers against the
+        # answerers known when it starts. A speaker's counts change only when a speaker next to
+        # one of their turns becomes an answerer, so the counts are kept up to date as that
+        # happens and only those speakers are judged again (linear in the turns, not speakers
+        # times turns per pass).
         answerers = {k for k, sp in speakers.items() if sp.role == "interviewee"}
+        follows: dict[str, int] = {}
+        prompts: dict[str, int] = {}
+
+        def prompted(t: Turn) -> bool:  # t follows a question, or an interviewer's turn directly
+            prev = previous[t.index]
+            return prev is not None and prev.speaker != t.speaker and (
+                prev.index in asked or (t.index in direct and speakers[prev.speaker].role == "interviewer"))
+
         for k in pending:
-            mine = [t for t in substantive if t.speaker == k]
-            prompts = sum(1 for t in mine if (n := following.get(t.index)) is not None and n.speaker in answerers and n.speaker != k)
-            speakers[k].role = "interviewer" if prompts / len(mine) >= 0.5 else "other"  # type: ignore[assignment]
+            f = p = 0
+            for t in by_speaker[k]:
+                prev, nxt_t = previous[t.index], following.get(t.index)
+                if prompted(t) or (prev is not None and prev.speaker != k and prev.speaker in answerers):
+                    f += 1
+                if nxt_t is not None and nxt_t.speaker != k and nxt_t.speaker in answerers:
+                    p += 1
+            follows[k], prompts[k] = f, p
+        todo = list(pending)
+        waiting = set(pending)
+        while todo:
+            # a member who challenges without question marks also speaks after witnesses,
+            # but witnesses reply to them: answerers follow more than they prompt
+            promoted = [k for k in todo if follows[k] / len(by_speaker[k]) >= 0.5 and follows[k] > prompts[k]]
+            for k in promoted:
+                speakers[k].role = "interviewee"  # type: ignore[assignment]
+                waiting.discard(k)
+            touched: dict[str, None] = {}
+            for k in promoted:
+                answerers.add(k)
+            for k in promoted:
+                for t in by_speaker[k]:
+                    nxt_t, prev = following.get(t.index), previous[t.index]
+                    if nxt_t is not None and nxt_t.speaker != k and nxt_t.speaker in waiting and not prompted(nxt_t):
+                        # nxt_t's speaker now follows an answerer (unless prev was one already)
+                        follows[nxt_t.speaker] += 1  # type: ignore[index]
+                        touched[nxt_t.speaker] = None  # type: ignore[index]
+                    if prev is not None and prev.speaker != k and prev.speaker in waiting:
+                        prompts[prev.speaker] += 1  # type: ignore[index]
+                        touched[prev.speaker] = None  # type: ignore[index]
+            todo = [k for k in touched if k in waiting]
+        for k in (k for k in pending if k in waiting):
+            speakers[k].role = "interviewer" if prompts[k] / len(by_speaker[k]) >= 0.5 else "other"  # type: ignore[assignment]
     for k in stats:
         if not speakers[k].role:
             speakers[k].role = "other"  # only procedural turns

@@ -20,32 +20,80 @@ _SENT_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s+|$)")
 
 def decode(data: bytes, name: str) -> tuple[str, str]:
     """Decode a transcript file. Returns (text, encoding). Raises TranscriptError for binary data."""
+    text, enc, _ = decode_with_warnings(data, name)
+    return text, enc
+
+
+# invalid bytes, as the "surrogateescape" error handler leaves them (one lone surrogate per byte)
+_ESCAPED = re.compile("[\udc80-\udcff]")
+_NON_ASCII_CHAR = re.compile("[^\x00-\x7f\udc80-\udcff]")
+_BOMS = (  # longest first: a UTF-32 LE BOM starts like a UTF-16 LE one
+    (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"),
+)
+
+
+def decode_with_warnings(data: bytes, name: str) -> tuple[str, str, list[str]]:
+    """Decode a transcript file: (text, encoding, warnings). UTF-32 or UTF-16 with a BOM; else
+    UTF-8 (BOM dropped), a few invalid bytes replaced by U+FFFD with a warning; else
+    Windows-1252. NUL characters are dropped (with a warning) before any offset is taken, so
+    offsets point into the text as stored. Raises TranscriptError for binary data."""
     if not data.strip():
         raise TranscriptError(f"{name}: the file is empty")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    warnings: list[str] = []
+    wide = next((enc for bom, enc in _BOMS if data.startswith(bom)), None)
+    if wide is not None:
         try:
-            text, enc = data.decode("utf-16"), "utf-16"
+            text, enc = data.decode(wide), wide
         except UnicodeDecodeError as exc:
-            raise TranscriptError(f"{name}: not valid UTF-16 text ({exc.reason})") from None
+            try:  # FF FE 00 00 is also UTF-16 LE beginning with U+0000
+                if wide != "utf-32" or data.startswith(b"\x00"):
+                    raise
+                text, enc = data.decode("utf-16"), "utf-16"
+            except UnicodeDecodeError:
+                raise TranscriptError(f"{name}: not valid {wide.upper()} text ({exc.reason})") from None
     else:
         if b"\x00" in data[:65536]:
             raise TranscriptError(f"{name}: binary file (contains NUL bytes), not a text transcript")
-        try:
-            text, enc = data.decode("utf-8-sig"), "utf-8"
-        except UnicodeDecodeError:
-            try:
-                text, enc = data.decode("cp1252"), "cp1252"
-            except UnicodeDecodeError:
-                raise TranscriptError(
-                    f"{name}: undecodable text (neither UTF-8, UTF-16 nor Windows-1252)",
-                    "Save the file as UTF-8 and ingest it again.",
-                ) from None
+        text, enc = _decode_8bit(data, name, warnings)
     controls = len(_CONTROLS.findall(text, 0, 65536))
     if controls > max(8, len(text[:65536]) // 200):
         raise TranscriptError(f"{name}: binary or corrupt file ({controls} control characters)")
+    nuls = text.count("\x00")
+    if nuls:
+        text = text.replace("\x00", "")
+        warnings.append(f"{nuls} NUL character{'s' if nuls != 1 else ''} dropped")
     if not text.strip():
         raise TranscriptError(f"{name}: the file contains only whitespace")
-    return text, enc
+    return text, enc, warnings
+
+
+def _decode_8bit(data: bytes, name: str, warnings: list[str]) -> tuple[str, str]:
+    """UTF-8 when it is UTF-8 with at most a few bad bytes (or has a BOM), else Windows-1252."""
+    text = data.decode("utf-8-sig", "surrogateescape")
+    bad = len(_ESCAPED.findall(text))
+    if not bad:
+        return text, "utf-8"
+    bom = data.startswith(b"\xef\xbb\xbf")
+    heavy = bad * 20 > len(data)  # over 5 % of the bytes: not text with a few bad bytes
+    good = _NON_ASCII_CHAR.subn("", text)[1]
+    if not heavy and (bom or good >= bad):
+        return _replaced(text, bad, warnings), "utf-8"
+    if not bom:
+        try:
+            return data.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            if not heavy:
+                return _replaced(text, bad, warnings), "utf-8"
+    raise TranscriptError(
+        f"{name}: undecodable text ({bad} bytes are not UTF-8, and it is not Windows-1252 either)",
+        "Save the file as UTF-8 and ingest it again.",
+    )
+
+
+def _replaced(text: str, bad: int, warnings: list[str]) -> str:
+    warnings.append(f"decoded as UTF-8 with {bad} invalid byte{'s' if bad != 1 else ''} replaced by \ufffd")
+    return _ESCAPED.sub("\ufffd", text)
 
 
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
