@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 from ._chunk import chunk_transcript
 from ._embed import Embedder
-from ._errors import StoreUnavailableError, TranscriptError
+from ._errors import StoreError, TranscriptError
 from ._parse import SUFFIXES, parse_bytes, transcript_id_for
 from ._records import Passage, Transcript
 from ._settings import Settings
@@ -403,8 +403,8 @@ def _write_isolated(store: Store, items: list, group: list, notes: list[str]) ->
     try:
         store.write_transcripts(items)
         return
-    except StoreUnavailableError:
-        raise  # the server is gone: every other write would fail too
+    except StoreError:
+        raise  # the store itself fails (unreachable, full, damaged, read-only): so would every other write
     except BaseException as exc:  # a Rust panic in Chroma is a BaseException
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             raise
@@ -416,7 +416,7 @@ def _write_isolated(store: Store, items: list, group: list, notes: list[str]) ->
             try:
                 store.write_transcripts([item])
                 continue
-            except StoreUnavailableError:
+            except StoreError:
                 raise
             except BaseException as e:
                 if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
@@ -442,7 +442,7 @@ def _undo(store: Store, tid: str, version: str, notes: list[str]) -> bool:
             store.remove_transcript(tid)  # nothing stored before: every passage of the id goes
         else:
             store.drop_stale(tid, current.version)
-    except StoreUnavailableError:
+    except StoreError:
         raise
     except Exception:
         notes.append(f"passages of {_shown(tid)} left by a failed write will be removed by the next ingest")

@@ -117,8 +117,9 @@ def test_a_lone_surrogate_in_json_text_fails_alone(tmp_path, settings, embedder)
 
 
 class _FailingManifest:
-    """Chroma's manifest collection, failing every write: the passages of a write group are in,
-    the switch to them is not (a real half-written group)."""
+    """Chroma's manifest collection, failing every write with an error that is not the store's
+    (not a full disk or an unreachable server): the passages of a write group are in, the switch
+    to them is not (a real half-written group)."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
@@ -127,7 +128,7 @@ class _FailingManifest:
         return getattr(self.inner, name)
 
     def upsert(self, **kwargs):
-        raise RuntimeError("disk full")
+        raise RuntimeError("simulated write failure")
 
 
 def test_a_group_write_that_fails_is_retried_file_by_file(tmp_path, settings, embedder, monkeypatch):
@@ -154,7 +155,7 @@ def test_a_group_write_that_fails_is_retried_file_by_file(tmp_path, settings, em
     assert calls == [["a.txt", "bad.txt", "c.txt"], ["a.txt"], ["bad.txt"], ["c.txt"]]
     assert (results["a.txt"].status, results["c.txt"].status) == ("added", "added")
     assert results["bad.txt"].status == "failed" and "could not be stored" in results["bad.txt"].reason
-    assert "disk full" in results["bad.txt"].reason
+    assert "simulated write failure" in results["bad.txt"].reason
     assert sorted(consistent(settings)) == ["a.txt", "c.txt"]  # bad.txt's passages were taken out again
     monkeypatch.setattr(Store, "write_transcripts", real)
     results = by_name(ingest([folder], settings, embedder=embedder))
