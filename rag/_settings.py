@@ -125,6 +125,7 @@ class Settings(BaseSettings):
 
     store: Path = Field(Path(".rag"), description="Folder of the embedded Chroma store.")
     chroma_url: str | None = Field(None, description="Chroma server URL (http://host:port); overrides --store.")
+    chroma_timeout: float = Field(60.0, gt=0, description="Seconds a Chroma server may take to answer one request (server mode).")
     model: str = Field(DEFAULT_MODEL, description="Embedding model: a known name or a sentence-transformers folder.")
     k: int = Field(5, ge=1, le=50, description="Passages retrieved per question.")
     llm: str | None = Field(None, description="Optional LLM as provider:model for init_chat_model, e.g. ollama:llama3.1.")

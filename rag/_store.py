@@ -78,7 +78,7 @@ def _unavailable(settings: Settings, exc: Exception) -> StoreUnavailableError:
     if "timeout" in text or "timed out" in text:
         return StoreUnavailableError(
             f"cannot reach the Chroma server at {settings.chroma_url}: it accepted the connection but did not "
-            f"answer within {HTTP_TIMEOUT:g} s ({type(exc).__name__})",
+            f"answer within {settings.chroma_timeout:g} s ({type(exc).__name__})",
             "Check that the server at RAG_CHROMA_URL is a running `chroma run` and not stuck or overloaded "
             "(restart it if so); the app reconnects by itself once it answers.")
     return StoreUnavailableError(f"cannot reach the Chroma server at {settings.chroma_url} ({type(exc).__name__}: {_short(exc)})")
@@ -139,7 +139,7 @@ class Store:
         ``HTTP_TIMEOUT``): a server that accepts connections and never answers is reported then."""
         self.settings = settings
         self.create = create
-        self.timeout = timeout
+        self.timeout = timeout if timeout is not None else settings.chroma_timeout
         self._client = None
         self._passages = None
         self._manifest = None

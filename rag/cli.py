@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="transcript files or folders")
     p.add_argument("--prune", action="store_true", help="remove stored transcripts not found among PATHs in this run")
     p.add_argument("--wait", action="store_true", help="wait for another running ingest instead of stopping")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="let --prune remove every stored transcript, or prune with a folder that holds no transcript file")
+    p.add_argument("--replace-from-elsewhere", action="store_true",
+                   help="let a file replace a stored transcript with the same id that came from another file")
     p.add_argument("--json", action="store_true", help="print per-file results and a summary as JSON")
     _common(p)
 
@@ -283,7 +287,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         for w in r.warnings:
             print(f"          warning: {safe(w)}", flush=True)
 
-    report = ingest(args.paths, settings, prune=args.prune, on_file=on_file, progress=progress, wait_for_lock=args.wait)
+    report = ingest(args.paths, settings, prune=args.prune, allow_empty=args.allow_empty,
+                    replace_from_elsewhere=args.replace_from_elsewhere, on_file=on_file, progress=progress,
+                    wait_for_lock=args.wait)
     close()
     summary = report.summary()
     if args.json:

@@ -283,3 +283,27 @@ def test_links_to_files_outside_the_folder_are_not_followed(tmp_path, settings, 
     (folder / "x-link.txt").symlink_to(other / "x.txt")
     results = by_name(ingest([folder, other], settings, embedder=embedder))
     assert results["x-link.txt"].status == "added"
+
+
+def test_the_cli_refuses_an_emptying_prune_and_takes_allow_empty(tmp_path, settings, embedder, two_stored, cli_model, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    store = ["--store", str(settings.store)]
+    assert main(["ingest", "--prune", str(empty), *store]) == 1
+    out = capsys.readouterr()
+    assert "--prune refused" in out.out + out.err and "--allow-empty" in out.out + out.err
+    assert sorted(consistent(settings)) == ["a.txt", "b.txt"]
+    assert main(["ingest", "--prune", "--allow-empty", str(empty), *store]) == 0
+    assert consistent(settings) == {}
+
+
+def test_the_cli_replaces_from_elsewhere_only_when_told(tmp_path, settings, embedder, cli_model, capsys):
+    store = ["--store", str(settings.store)]
+    write(tmp_path / "projA" / "interview.txt", GOOD)
+    write(tmp_path / "projB" / "interview.txt", OTHER)
+    assert main(["ingest", str(tmp_path / "projA"), *store]) == 0
+    assert main(["ingest", str(tmp_path / "projB"), *store]) == 1
+    assert "--replace-from-elsewhere" in "".join(capsys.readouterr())
+    assert consistent(settings)["interview.txt"] == [GOOD.split("Guest: ")[1].strip()]
+    assert main(["ingest", "--replace-from-elsewhere", str(tmp_path / "projB"), *store]) == 0
+    assert consistent(settings)["interview.txt"] == [OTHER.split("Guest: ")[1].strip()]

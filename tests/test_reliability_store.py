@@ -189,7 +189,7 @@ def test_a_server_that_never_answers_is_reported_within_the_timeout(capsys, monk
         with pytest.raises(StoreUnavailableError, match="did not answer within"):
             Store(load_settings(chroma_url=server.url), timeout=1)
         assert time.monotonic() - t0 < 10
-        monkeypatch.setattr(rag._store, "HTTP_TIMEOUT", 1.0)
+        monkeypatch.setenv("RAG_CHROMA_TIMEOUT", "1")  # the setting the CLI and the app read
         code, out = run_cli(capsys, "stats", "--chroma-url", server.url)
         assert code == 1 and "did not answer within 1 s" in out
     finally:
