@@ -25,7 +25,7 @@ SEED_ID = "nhs-impact-amar-shah-interview.txt"
 # Quality floors, set from measured values (docs/EVALUATION.md has the table and the commands).
 # Raising a floor is fine; lowering one needs a note here saying why.
 # Measured on eval/seed.jsonl (41 questions, k = 5) with the ranking fitted on the training split:
-# hit@1 0.618 (0.588 with the hand-set weights), hit@5 0.912 (31 of 34 with gold; was 0.941),
+# hit@1 0.647 (0.588 with the hand-set weights), hit@5 0.912 (31 of 34 with gold; was 0.941),
 # abstention accuracy 0.951 (39 of 41: the fitted refusal model refuses "What is this interview
 # about?", and "How much money has NHS IMPACT been given?" is still answered; 0.976 before it).
 # Lowered from 0.91 / 0.95 with the fitted ranking and refusal; the floors allow one more to slip.
