@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 
 VENV_BIN = Path(sys.executable).parent
 SHARED = ROOT.parent / "shared" / "data"
-DEV = SHARED / "qmsum-committee-val"
+DEV = ROOT / "eval" / "qmsum-committee-val"  # the development set, as in ../shared
 DEV_TRANSCRIPTS = DEV / "transcripts"
 DEV_QUESTIONS = DEV / "questions.jsonl"
 CORPUS = ROOT / "corpus"

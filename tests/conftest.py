@@ -17,9 +17,12 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
+# Everything the suite needs is in the repository: the seed interview as received (tests/data), the
+# development set (eval/). Only optional tests read ../shared (the training split), and skip when
+# it is absent.
 SHARED = ROOT.parent / "shared" / "data"
-SEED = SHARED / "seed" / "nhs-impact-amar-shah-interview.txt"
-DEV = SHARED / "qmsum-committee-val"
+SEED = ROOT / "tests" / "data" / "nhs-impact-amar-shah-interview.txt"
+DEV = ROOT / "eval" / "qmsum-committee-val"
 CORPUS = ROOT / "corpus"
 
 
