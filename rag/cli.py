@@ -419,15 +419,59 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     if settings.chroma_url:
         env["RAG_CHROMA_URL"] = settings.chroma_url
     env["RAG_MODEL"] = settings.model
+    # Headless always: on a machine where Streamlit never ran, a non-headless start stops at its
+    # "Welcome to Streamlit! ... Email:" prompt (and exits 255 with no terminal). The browser is
+    # opened here instead, once the server answers, when there is a screen to open it on.
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.port", str(args.port), "--server.address", args.host,
         "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
-        "--server.headless", "true" if args.headless or os.environ.get("CI") else "false",
+        "--server.headless", "true",
     ]
+    url = f"http://{args.host}:{args.port}"
     print(f"rag: starting the chat app on http://{safe(args.host)}:{args.port} (Ctrl+C to stop)", file=sys.stderr)
-    os.execve(sys.executable, cmd, env)
-    return 0  # not reached
+    import subprocess
+    import threading
+
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    import signal
+
+    # stopping `rag ui` stops the app with it (a service manager sends SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: (proc.terminate(), sys.exit(143)))
+    if not args.headless and not os.environ.get("CI") and _has_screen():
+        threading.Thread(target=_open_when_up, args=(url, proc), daemon=True).start()
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return 130
+
+
+def _has_screen() -> bool:
+    """Is there a graphical session to open a browser in? (On Linux without one, Python's
+    webbrowser would start a text browser inside this terminal.)"""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _open_when_up(url: str, proc, wait_s: float = 120.0) -> None:
+    """Open the app in the user's browser as soon as the server answers its health check."""
+    import time
+    import urllib.request
+    import webbrowser
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    webbrowser.open(url)
+                    return
+        except OSError:
+            time.sleep(0.3)
 
 
 COMMANDS = {

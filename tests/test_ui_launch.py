@@ -1,0 +1,77 @@
+"""`rag ui` on a machine where Streamlit never ran: no e-mail prompt, no terminal needed, the
+app answers; and it opens the browser itself only when there is a screen to open it on."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _health(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("flags", [[], ["--headless"]])
+def test_rag_ui_starts_with_no_prompt_and_no_terminal(tmp_path, seed_store, flags):
+    home = tmp_path / "home"  # no ~/.streamlit: Streamlit's first run
+    home.mkdir()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "DISPLAY", "WAYLAND_DISPLAY")}
+    env.update(HOME=str(home), PYTHONPATH=str(ROOT))
+    rag = Path(sys.executable).with_name("rag")
+    cmd = [str(rag), "ui", "--port", str(port), "--store", str(seed_store.store), *flags]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None and not _health(url):
+            time.sleep(0.5)
+        assert proc.poll() is None, f"rag ui exited with {proc.returncode}: {proc.stdout.read().decode(errors='replace')}"
+        assert _health(url)
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.status == 200 and b"<html" in r.read().lower()
+    finally:
+        proc.terminate()  # `rag ui` passes it on to the app
+        try:
+            out = proc.communicate(timeout=30)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            out = proc.communicate()[0].decode(errors="replace")
+            pytest.fail(f"the app outlived `rag ui`: {out[-2000:]}")
+    assert "Email" not in out and "Welcome to Streamlit" not in out
+    assert "starting the chat app" in out
+    assert not (home / ".streamlit" / "credentials.toml").exists()
+
+
+def test_the_browser_is_opened_only_with_a_screen(monkeypatch):
+    from rag import cli
+
+    for var in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    assert not cli._has_screen()  # webbrowser would start a text browser in this terminal
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert cli._has_screen()
