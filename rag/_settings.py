@@ -137,6 +137,7 @@ class Settings(BaseSettings):
     )
     feedback_file: Path | None = Field(None, description="JSONL file for thumbs up/down (default: <store>/feedback.jsonl).")
     upload_max_mb: float = Field(5.0, gt=0, description="Size cap of one uploaded file in the app.")
+    question_max_chars: int = Field(2000, ge=10, description="Longest question the app accepts (a longer one gets a message).")
     answer: AnswerSettings = Field(default_factory=AnswerSettings, description="Sentence selection of extractive answers.")
     planning: PlanningSettings = Field(default_factory=PlanningSettings, description="Query-planning rules.")
     ranking: RankingSettings = Field(default_factory=RankingSettings, description="Candidate pools and fitted ranking weights.")

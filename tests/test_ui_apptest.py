@@ -121,6 +121,15 @@ def test_first_screen_shows_counts_and_examples_from_the_corpus(monkeypatch, see
     assert chat(at) == []
 
 
+def test_a_long_paste_gets_a_message_not_silence(monkeypatch, seed_store):
+    at = start(monkeypatch, seed_store)
+    ask(at, "What can we learn from Bangladesh? " + "x" * 5200)
+    assert any("characters long" in e.value and "2,000" in e.value for e in at.error)
+    assert chat(at) == []  # not asked
+    ask(at, "What can we learn from Bangladesh?")  # a short one goes through
+    assert len(chat(at)) == 1 and not at.error
+
+
 def test_ask_shows_answer_with_markers_and_source_cards(monkeypatch, seed_store):
     at = start(monkeypatch, seed_store)
     ask(at, BANGLADESH)

@@ -313,8 +313,16 @@ def chat_page() -> None:
     st.title("Ask the interviews")
     settings, engine, transcripts = ui.engine_and_store()
     filters, k, mode, top = sidebar(settings, engine, transcripts)
-    prompt = st.chat_input("Ask a question about the transcripts…", key="chat_input", max_chars=2000)
+    # no max_chars on the box: a longer paste would be dropped by the browser without a word;
+    # it is taken and refused here with a message instead
+    prompt = st.chat_input("Ask a question about the transcripts…", key="chat_input")
     question = (prompt or st.session_state.pop("pending_question", None) or "").strip()
+    if len(question) > settings.question_max_chars:
+        st.error(
+            f"That question is {len(question):,} characters long; questions can be up to "
+            f"{settings.question_max_chars:,}. Ask about one thing at a time, or quote less of the transcript."
+        )
+        question = ""
     chat = _chat()
     if not chat and not question:
         welcome(engine, transcripts)
