@@ -121,6 +121,16 @@ def test_first_screen_shows_counts_and_examples_from_the_corpus(monkeypatch, see
     assert chat(at) == []
 
 
+def test_the_wait_is_described_truthfully(seed_store):
+    from rag import Engine
+
+    transcripts = Engine(seed_store).transcripts()
+    n = sum(info.n_passages for info in transcripts.values())
+    assert _shared.busy_message(False, transcripts) == f"Getting ready: loading the model and {n:,} passages (once, after the app starts)…"
+    assert _shared.busy_message(True, transcripts) == "Searching the transcripts…"
+    assert "first question" not in _shared.busy_message(False, transcripts)
+
+
 def test_a_long_paste_gets_a_message_not_silence(monkeypatch, seed_store):
     at = start(monkeypatch, seed_store)
     ask(at, "What can we learn from Bangladesh? " + "x" * 5200)

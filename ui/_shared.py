@@ -75,6 +75,14 @@ def engine_ready(engine) -> bool:
     return ev is None or ev.is_set()
 
 
+def busy_message(ready: bool, transcripts: dict[str, Any]) -> str:
+    """What the spinner says while a question is answered: the truth about the wait."""
+    if ready:
+        return "Searching the transcripts…"
+    n = sum(info.n_passages for info in transcripts.values())
+    return f"Getting ready: loading the model and {n:,} passages (once, after the app starts)…"
+
+
 def _warm(engine, done: threading.Event) -> None:
     """Load the model, the store view and the sentence cache, so the first answer is fast."""
     try:

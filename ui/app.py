@@ -214,7 +214,7 @@ def answer_question(engine, question: str, transcripts: dict[str, Any], filters:
         # the reader cleared is not carried forward from an earlier question.
         applied = {key: filters.get(key) for key in ("transcript", "speaker", "role")}
         try:
-            busy = "Searching the transcripts…" if ui.engine_ready(engine) else "Loading the model (first question only)…"
+            busy = ui.busy_message(ui.engine_ready(engine), transcripts)
             with st.spinner(busy):
                 msg["answer"] = _ask(engine, question, history, applied, k, mode)
         except RagError as exc:  # store missing / emptied / unreachable since the page loaded, ...
