@@ -28,7 +28,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate: no UTF-8 form, s
 class FileResult:
     path: str
     transcript: str
-    status: str  # added | updated | unchanged | failed | removed
+    status: str  # added | updated | unchanged | duplicate | failed | removed
     passages: int = 0
     speakers: int = 0
     reason: str = ""
@@ -285,6 +285,12 @@ def ingest(
         sources = _Sources(settings, notes)
         todo: list[tuple[Transcript, list[Passage], str, FileResult, Path]] = []
         limit = int(settings.max_file_mb * 1024 * 1024)
+        # content already stored, or read earlier in this run, under another id: a duplicate (the
+        # same file uploaded under two names is indexed once)
+        # (with --prune, only of one still among the files given: a file renamed in place is
+        # its own transcript under the new name, not a duplicate of the one about to be pruned)
+        listed = {t for _, t in files}
+        by_hash = {info.hash: t for t, info in manifest.items() if not prune or t in listed}
         for i, (path, tid) in enumerate(files):
             if progress:
                 progress("read", i, len(files))
@@ -301,6 +307,9 @@ def ingest(
                 if old is not None and old.hash == digest:
                     result.status, result.passages, result.speakers = "unchanged", old.n_passages, len(old.speakers)
                     sources.record(tid, path, adopt=True)
+                elif by_hash.get(digest, tid) != tid:
+                    result.status = "duplicate"
+                    result.reason = _shown(f"the same content as {by_hash[digest]}, already stored; not indexed twice")
                 else:
                     other = sources.elsewhere(tid, path) if old is not None and not replace_from_elsewhere else ""
                     if other:
@@ -316,6 +325,7 @@ def ingest(
                     if not passages:
                         raise TranscriptError(f"{tid}: nothing to index (only procedural turns)")
                     result.status = "updated" if old is not None else "added"
+                    by_hash.setdefault(digest, tid)
                     result.passages, result.speakers = len(passages), len(transcript.speakers)
                     result.warnings = list(transcript.warnings)
                     todo.append((transcript, passages, digest, result, path))
@@ -328,7 +338,7 @@ def ingest(
             except Exception as exc:  # a bug must not stop the other files; say what it was
                 result.reason = _shown(f"could not be read ({type(exc).__name__}: {exc})")
             results.append(result)
-            if result.status in ("unchanged", "failed") and on_file:
+            if result.status in ("unchanged", "duplicate", "failed") and on_file:
                 on_file(result)
         # Embed all new passages in one pass (the model batches by length), then write per file.
         texts = [p.embed_text for _, ps, *_ in todo for p in ps]

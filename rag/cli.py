@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Parse transcripts (.txt, .md, .vtt, .srt, .json) into speaker turns, pair each answer with "
             "its question, embed the passages and store them. Folders are read recursively; a "
             "transcript's id is its path relative to the folder given (its file name when given "
-            "directly). Unchanged files are skipped; a changed file replaces its old version whole."
+            "directly). Unchanged files are skipped; a changed file replaces its old version whole; a file "
+            "with the same content as a stored transcript under another name is reported as a duplicate "
+            "and not indexed twice."
         ),
         epilog="exit status: 0 every file went in, 1 some failed (the rest were ingested), 2 usage error",
     )
@@ -279,7 +281,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             return
         line = f"{r.status:<9} {safe(r.transcript or r.path)}"
-        if r.status == "failed":
+        if r.status in ("failed", "duplicate"):
             line += f": {safe(r.reason)}"
         elif r.status != "removed":
             line += f"  ({r.passages} passages, {r.speakers} speakers)"

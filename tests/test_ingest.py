@@ -231,7 +231,7 @@ def test_transcript_ids_relative_to_the_folder_or_base_name(tmp_path, embedder, 
     write(folder / "sub" / "talk.vtt", GOOD_VTT)
     write(folder / "sub" / "notes.pdf", b"%PDF-1.4 not a transcript")  # other suffixes are not read
     write(folder / ".hidden.txt", GOOD_B)
-    single = write(tmp_path / "elsewhere" / "single.txt", GOOD_B)
+    single = write(tmp_path / "elsewhere" / "single.txt", GOOD_B + "\n")  # not byte-identical: not a duplicate
     settings = load_settings(store=tmp_path / "store")
     report = ingest([folder, single], settings, embedder=embedder)
     assert not report.failed

@@ -268,14 +268,15 @@ def test_links_to_files_outside_the_folder_are_not_followed(tmp_path, settings, 
     (folder / "alias.txt").symlink_to(folder / "sub" / "real.txt")  # inside: followed
     report = ingest([folder], settings, embedder=embedder)
     results = by_name(report)
-    assert results["good.txt"].status == "added" and results["sub/real.txt"].status == "added"
-    assert results["alias.txt"].status == "added"
+    assert results["good.txt"].status == "added"
+    # the link inside is followed: it and the file it points at are one transcript, the other a duplicate
+    assert sorted((results["alias.txt"].status, results["sub/real.txt"].status)) == ["added", "duplicate"]
     notes = results["notes.txt"]
     assert notes.status == "failed" and "outside the folders given" in notes.reason and str(secret) in notes.reason
     diary = [r for r in report.failed if r.path.endswith("diary")]
     assert len(diary) == 1 and "outside the folders given" in diary[0].reason
     stored = consistent(settings)
-    assert sorted(stored) == ["alias.txt", "good.txt", "sub/real.txt"]
+    assert sorted(stored) == ["alias.txt", "good.txt"]  # the link comes first in the folder's order
     assert not any("SECRET" in t or "AKIA" in t for texts in stored.values() for t in texts)
     # a link between two folders given is inside them; a file given directly is read as asked
     other = tmp_path / "other"
@@ -307,3 +308,42 @@ def test_the_cli_replaces_from_elsewhere_only_when_told(tmp_path, settings, embe
     assert consistent(settings)["interview.txt"] == [GOOD.split("Guest: ")[1].strip()]
     assert main(["ingest", "--replace-from-elsewhere", str(tmp_path / "projB"), *store]) == 0
     assert consistent(settings)["interview.txt"] == [OTHER.split("Guest: ")[1].strip()]
+
+
+# ----------------------------------------------------------------------------- duplicates
+
+
+def test_the_same_file_under_two_names_is_indexed_once(tmp_path, settings, embedder):
+    folder = tmp_path / "in"
+    write(folder / "a.txt", GOOD)
+    write(folder / "copy of a.txt", GOOD)
+    report = ingest([folder], settings, embedder=embedder)
+    results = by_name(report)
+    assert results["a.txt"].status == "added"
+    dup = results["copy of a.txt"]
+    assert dup.status == "duplicate" and "the same content as a.txt" in dup.reason and not report.failed
+    assert sorted(consistent(settings)) == ["a.txt"]
+    # later, from elsewhere (an upload under a third name): still a duplicate
+    report = ingest([write(tmp_path / "up" / "third.txt", GOOD)], settings, embedder=embedder)
+    assert [(r.transcript, r.status) for r in report.files] == [("third.txt", "duplicate")]
+    assert sorted(consistent(settings)) == ["a.txt"]
+
+
+def test_a_file_renamed_in_place_is_kept_under_its_new_name_by_prune(tmp_path, settings, embedder):
+    folder = tmp_path / "in"
+    write(folder / "a.txt", GOOD)
+    write(folder / "b.txt", OTHER)
+    ingest([folder], settings, embedder=embedder)
+    (folder / "a.txt").rename(folder / "renamed.txt")
+    report = ingest([folder], settings, prune=True, embedder=embedder)
+    assert {r.transcript: r.status for r in report.files} == {"renamed.txt": "added", "b.txt": "unchanged", "a.txt": "removed"}
+    assert sorted(consistent(settings)) == ["b.txt", "renamed.txt"]
+
+
+def test_the_cli_reports_a_duplicate_and_exits_0(tmp_path, settings, cli_model, capsys):
+    folder = tmp_path / "in"
+    write(folder / "a.txt", GOOD)
+    write(folder / "b.txt", GOOD)
+    assert main(["ingest", str(folder), "--store", str(settings.store)]) == 0
+    out = capsys.readouterr().out
+    assert "duplicate b.txt: the same content as a.txt" in out

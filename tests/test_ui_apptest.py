@@ -403,6 +403,7 @@ def test_upload_page_checks_saves_and_ingests(monkeypatch, tmp_path):
         ("talk.vtt", vtt, "text/vtt"),
         ("huge.txt", b"A: " + b"word " * 20000, "text/plain"),
         ("binary.md", b"\x00\x01\x02" * 100, "text/markdown"),
+        ("same talk.vtt", vtt, "text/vtt"),  # the same file under another name
     ]).run()
     assert not at.exception
     at.button(key="ingest").click().run()
@@ -413,6 +414,7 @@ def test_upload_page_checks_saves_and_ingests(monkeypatch, tmp_path):
     assert by_file["talk.vtt"]["status"] == "added"
     assert by_file["huge.txt"]["status"] == "rejected" and "limit" in by_file["huge.txt"]["reason"]
     assert by_file["binary.md"]["status"] == "failed" and "binary" in by_file["binary.md"]["reason"]
+    assert by_file["same talk.vtt"]["status"] == "duplicate" and "talk.vtt" in by_file["same talk.vtt"]["reason"]
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.suffix in (".txt", ".md", ".vtt"))
     assert written == ["store/uploads/sneaky name.txt", "store/uploads/talk.vtt"]  # failed ones removed
     # the chat now sees them

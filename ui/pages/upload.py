@@ -105,9 +105,9 @@ if files:
                     bar.progress(min(0.3 + 0.7 * frac, 1.0), text=f"Embedding passages ({done}/{total})")
 
             def on_file(r) -> None:
-                mark = "✅" if r.status in ("added", "updated", "unchanged") else "❌"
+                mark = "✅" if r.status in ("added", "updated", "unchanged") else "⚠️" if r.status == "duplicate" else "❌"
                 line = f"{mark} {Path(r.path).name}: {r.status}"
-                line += f" — {r.passages} passages, {r.speakers} speakers" if r.status != "failed" else f" — {r.reason}"
+                line += f" — {r.passages} passages, {r.speakers} speakers" if r.status not in ("failed", "duplicate") else f" — {r.reason}"
                 status.text(line)
 
             try:
@@ -132,10 +132,10 @@ if files:
                 report = None
             if report is not None:
                 bar.progress(1.0, text="Done")
-                ok = [r for r in report.files if r.status != "failed"]
+                ok = [r for r in report.files if r.status not in ("failed", "duplicate")]
                 status.update(label=f"Ingested {len(ok)} of {len(report.files)} file(s)", state="complete" if not report.failed else "error", expanded=False)
                 for r in report.files:
-                    if r.status == "failed":  # keep only what is in the index
+                    if r.status in ("failed", "duplicate"):  # keep only what is in the index
                         Path(r.path).unlink(missing_ok=True)
                     rows.append({
                         "file": Path(r.path).name, "status": r.status, "passages": r.passages, "speakers": r.speakers,
