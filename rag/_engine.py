@@ -157,11 +157,13 @@ class Engine:
 
     def _fill_sentences(self, index: Index, background: bool = False) -> None:
         try:
-            if background:
+            if background or threading.current_thread() is not threading.main_thread():
+                # a fill outside the main thread (in the background, or a caller's warm-up thread)
+                # is waited for at exit: torch in a thread during finalization aborts the process
                 _FILLING.add(threading.current_thread())
             for i in range(0, len(index), 64):
-                if background and (self._index is not index or _EXITING.is_set()):
-                    return  # the store changed (the new view has its own fill), or the process ends
+                if _EXITING.is_set() or (background and self._index is not index):
+                    return  # the process ends, or the store changed (the new view has its own fill)
                 self._sentence_vectors([(p, f) for f in _answer.FIELDS for p in index.passages[i : i + 64]],
                                        background=background)
                 if background:

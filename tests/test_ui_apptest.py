@@ -121,6 +121,26 @@ def test_first_screen_shows_counts_and_examples_from_the_corpus(monkeypatch, see
     assert chat(at) == []
 
 
+@pytest.mark.parametrize("question, expected", [
+    ("Is that a yes or a no?", []),
+    ("Is that correct, yes or no?", []),
+    ("Is that what the committee heard from teachers?", []),  # points back
+    ("And so?", []),
+    ("What did the health board do about waiting lists in the north?", ["What did the health board do about waiting lists in the north?"]),
+    ("Thank you. What can other countries teach the NHS about improvement?", ["What can other countries teach the NHS about improvement?"]),
+])
+def test_example_questions_stand_on_their_own(question, expected):
+    assert _shared.example_candidates(question) == expected
+
+
+def test_hearing_examples_are_questions_with_a_topic(monkeypatch, dev_store):
+    at = start(monkeypatch, dev_store)
+    examples = [b.label for b in at.button if (b.key or "").startswith("example-")]
+    assert len(examples) >= 3
+    for q in examples:
+        assert "yes or" not in q.lower() and _shared.topic_words(q) >= 3, q
+
+
 def test_the_wait_is_described_truthfully(seed_store):
     from rag import Engine
 

@@ -75,6 +75,36 @@ def engine_ready(engine) -> bool:
     return ev is None or ev.is_set()
 
 
+# A question that only makes sense in its place ("Is that a yes or a no?", "Is that correct?")
+# is no example: it points back at what was said before it.
+_POINTS_BACK = re.compile(r"^(is|was|does|did|can|could|would|will|are|were)\s+(that|this|it|he|she|they)\b|\byes or (a )?no\b", re.I)
+
+
+def topic_words(question: str) -> int:
+    """How many words of four letters or more the question has besides its first: a rough count
+    of what it is about."""
+    return sum(1 for w in re.findall(r"[^\W\d_]{4,}", question)[1:])
+
+
+def example_candidates(q: str) -> list[str]:
+    """Candidate example questions from an interviewer's question: its sentences that end in
+    '?', shortened at a comma when long, that stand on their own (a topic of three words or more,
+    not pointing back at what came before)."""
+    out = []
+    for sent in re.split(r"(?<=[.?!])\s+", " ".join(q.split())):
+        sent = sent.strip()
+        if not sent.endswith("?"):
+            continue
+        words = sent.split()
+        if len(words) > 20 and "," in sent:
+            head = sent.split(",")[0].strip()
+            if len(head.split()) >= 6:
+                sent, words = head + "?", head.split()
+        if 5 <= len(words) <= 20 and len(sent) <= 120 and topic_words(sent) >= 3 and not _POINTS_BACK.search(sent):
+            out.append(sent)
+    return out
+
+
 def busy_message(ready: bool, transcripts: dict[str, Any]) -> str:
     """What the spinner says while a question is answered: the truth about the wait."""
     if ready:

@@ -29,24 +29,6 @@ EXAMPLES = 4
 # --------------------------------------------------------------------------- examples
 
 
-def _question_sentences(q: str) -> list[str]:
-    """Candidate example questions from an interviewer's question: its sentences that end in
-    '?', shortened at a comma when long."""
-    out = []
-    for sent in re.split(r"(?<=[.?!])\s+", " ".join(q.split())):
-        sent = sent.strip()
-        if not sent.endswith("?"):
-            continue
-        words = sent.split()
-        if len(words) > 20 and "," in sent:
-            head = sent.split(",")[0].strip()
-            if len(head.split()) >= 6:
-                sent, words = head + "?", head.split()
-        if 5 <= len(words) <= 20 and len(sent) <= 120:
-            out.append(sent)
-    return out
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def example_questions(fingerprint: str, _passages: list, _roles: dict[tuple[str, str], str], n: int = EXAMPLES) -> list[str]:
     """Up to ``n`` short questions asked in the transcripts (by interviewers when roles are
@@ -60,12 +42,12 @@ def example_questions(fingerprint: str, _passages: list, _roles: dict[tuple[str,
         role = _roles.get((p.transcript, p.question_speaker), "")
         if role and role != "interviewer":
             continue
-        cands = _question_sentences(p.question)
+        cands = ui.example_candidates(p.question)
         if cands:
-            best = min(cands, key=len)
+            best = max(cands, key=lambda c: (ui.topic_words(c), -len(c)))
             by_transcript.setdefault(p.transcript, []).append((p.turns[0], best))
-    # shortest first within each transcript, then round-robin across transcripts
-    pools = [sorted(v, key=lambda x: len(x[1])) for _, v in sorted(by_transcript.items())]
+    # the most specific first within each transcript (then the shortest), round-robin across them
+    pools = [sorted(v, key=lambda x: (-ui.topic_words(x[1]), len(x[1]))) for _, v in sorted(by_transcript.items())]
     picked: list[tuple[str, int, str]] = []
     i = 0
     while len(picked) < n and any(i < len(pool) for pool in pools):
