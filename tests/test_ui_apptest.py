@@ -151,6 +151,17 @@ def test_the_wait_is_described_truthfully(seed_store):
     assert "first question" not in _shared.busy_message(False, transcripts)
 
 
+def test_a_refusal_under_a_filter_suggests_clearing_it(monkeypatch, seed_store):
+    at = start(monkeypatch, seed_store)
+    ask(at, "What is the capital of France?")
+    assert chat(at)[-1]["answer"].abstained and not any("filters" in i.value for i in at.info)
+    at.selectbox(key="f_speaker").set_value("Amar Shah").run()
+    ask(at, "What is the capital of France?")
+    assert chat(at)[-1]["answer"].abstained
+    shown = [i.value.replace("\\", "") for i in at.info]  # the Markdown source, escapes removed
+    assert any("speaker = Amar Shah" in t and "clear them" in t for t in shown)
+
+
 def test_a_long_paste_gets_a_message_not_silence(monkeypatch, seed_store):
     at = start(monkeypatch, seed_store)
     ask(at, "What can we learn from Bangladesh? " + "x" * 5200)
@@ -450,6 +461,8 @@ def test_empty_store_shows_how_to_add_transcripts(monkeypatch, empty_store):
     at = start(monkeypatch, empty_store)
     text = " ".join(i.value for i in at.info)
     assert "No transcripts yet" in text and "is empty" in text
+    assert f"`{empty_store.store.resolve()}`" in text or f"`{empty_store.store}`" in text  # the path as it is
+    assert "\\" not in text  # no Markdown escape shown inside the path (was `empty\-store`)
     assert any("rag ingest" in c.value for c in at.code)
     assert not at.chat_input and not at.exception
 

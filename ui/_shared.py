@@ -186,9 +186,9 @@ def show_store_problem(state: StoreState, settings: Settings, *, upload_link: bo
             st.rerun()
         return
     if state.error is not None:
-        st.info(f"**No transcripts yet.** There is no index at `{md_escape(where)}`.")
+        st.info(f"**No transcripts yet.** There is no index at {code_span(where)}.")
     else:
-        st.info(f"**No transcripts yet.** The store at `{md_escape(where)}` is empty.")
+        st.info(f"**No transcripts yet.** The store at {code_span(where)} is empty.")
     st.markdown("Add transcripts (`.txt`, `.md`, `.vtt`, `.srt`, `.json`) in one of two ways:")
     if upload_link:
         st.page_link(page("upload", UPLOAD_PAGE), label="Upload transcripts in the app", icon="⬆️")
@@ -216,6 +216,15 @@ def engine_and_store(*, upload_link: bool = True):
 # --------------------------------------------------------------------------- safe text
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&\"'=^])")
+
+
+def code_span(text: Any) -> str:
+    """``text`` as a Markdown code span, shown exactly: no backslash escapes inside (Markdown does
+    not read them there), fenced with more backticks than any run in the text."""
+    t = " ".join(str(text).split())
+    longest = max((len(m) for m in re.findall(r"`+", t)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {t} {fence}" if longest else f"{fence}{t}{fence}"
 
 
 def md_escape(text: Any) -> str:

@@ -143,6 +143,10 @@ def render_answer(msg: dict[str, Any], transcripts: dict[str, Any]) -> None:
     for c in a.citations:
         label = f"[{c.n}] " + ui.passage_label(c.passage, transcripts, c)  # names the person quoted
         _source_card(mid, str(c.n), c.passage, c.highlights, transcripts, label, citation=c)
+    if a.abstained and any(msg.get("filters", {}).values()):
+        on = ", ".join(f"{k} = {v}" for k, v in msg["filters"].items() if v)
+        st.info(ui.md_escape(f"Only passages matching the filters ({on}) were searched: clear them in the "
+                             "sidebar to search every transcript."))
     if a.abstained and a.retrieved:
         st.caption("Possibly related passages (not enough to answer):")
         for r in a.retrieved[:3]:
