@@ -285,9 +285,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             line += f": {safe(r.reason)}"
         elif r.status != "removed":
             line += f"  ({r.passages} passages, {r.speakers} speakers)"
-        print(line, flush=True)
-        for w in r.warnings:
-            print(f"          warning: {safe(w)}", flush=True)
+        for text in [line] + [f"          warning: {safe(w)}" for w in r.warnings]:
+            if tty:  # above the progress bars, which are cleared and drawn again below it
+                from tqdm import tqdm
+
+                tqdm.write(text, file=sys.stdout)
+            else:
+                print(text, flush=True)
 
     report = ingest(args.paths, settings, prune=args.prune, allow_empty=args.allow_empty,
                     replace_from_elsewhere=args.replace_from_elsewhere, on_file=on_file, progress=progress,

@@ -261,3 +261,25 @@ def test_ask_json_carries_the_llm_failure_notice(seed_store, capsys, monkeypatch
     data = json.loads(capsys.readouterr().out)
     assert "The language model failed" in data["notice"] and "extractive" in data["notice"]
     assert "sk-fake" not in data["notice"]
+
+
+def test_ingest_result_lines_are_written_above_the_progress_bars(tmp_path, monkeypatch, embedder, capsys):
+    """In a terminal, the progress bars' carriage returns ate the first letters of the result
+    lines ("dded     covid_2.txt"): the lines now go through tqdm.write, which clears the bars
+    first and draws them again after."""
+    import tqdm
+
+    import rag._ingest
+
+    monkeypatch.setattr(rag._ingest, "Embedder", lambda name: embedder)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    written = []
+    real_write = tqdm.tqdm.write
+    monkeypatch.setattr(tqdm.tqdm, "write", classmethod(lambda cls, s, file=None, **kw: (written.append(s), real_write(s, file=file, **kw))))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Host: Why walk?\n\nGuest: It clears my head every morning.\n", encoding="utf-8")
+    assert main(["ingest", str(folder), "--store", str(tmp_path / "s")]) == 0
+    assert [w.split()[0] for w in written] == ["added"] and "a.txt" in written[0]
+    out = capsys.readouterr().out
+    assert out.startswith("added     a.txt  (1 passages") and "\ndone: 1 added" in out
