@@ -171,14 +171,16 @@ def parse_and_chunk(folder: Path, embedder) -> tuple[list, list, int]:
 
 
 def make_copies(src: Path, dst: Path, copies: int) -> Path:
-    """``copies`` copies of the transcripts under src, each in its own folder: distinct ids."""
+    """``copies`` copies of the transcripts under src, each in its own folder: distinct ids, and
+    distinct bytes (k trailing newlines on copy k), since byte-identical files are one transcript
+    and its duplicates to ingest."""
     dst.mkdir(parents=True, exist_ok=True)
     for k in range(copies):
         sub = dst / f"copy{k:02d}"
         for f in transcript_files(src):
             rel = f.relative_to(src)
             (sub / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, sub / rel)
+            (sub / rel).write_bytes(f.read_bytes() + b"\n" * k)
     return dst
 
 
