@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import socket
 import statistics
 import subprocess
