@@ -29,6 +29,15 @@ def heartbeat(url: str) -> bool:
         return False
 
 
+def app_healthy(url: str) -> bool:
+    """Does the Streamlit app at ``url`` answer its health check?"""
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+            return r.status == 200 and r.read().strip() == b"ok"
+    except OSError:
+        return False
+
+
 class ChromaServer:
     """`chroma run --path DIR --host 127.0.0.1 --port N`; start() waits for the heartbeat."""
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from payloads import HOSTILE, HOSTILE_NAME
+from servers import app_healthy, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -42,18 +41,7 @@ PAYLOADS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-            return r.status == 200 and r.read().strip() == b"ok"
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +56,7 @@ def server(tmp_path_factory, embedder):
     report = ingest([CORPUS, base / "in" / HOSTILE_NAME], settings, embedder=embedder)
     assert not report.failed, report.failed
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env.update(
@@ -85,7 +73,7 @@ def server(tmp_path_factory, embedder):
     proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
-        while not _healthy(url):
+        while not app_healthy(url):
             if proc.poll() is not None:
                 pytest.fail(f"streamlit exited with {proc.returncode}:\n{(base / 'streamlit.log').read_text()}")
             if time.monotonic() > deadline:

@@ -4,7 +4,6 @@ app answers; and it opens the browser itself only when there is a screen to open
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,22 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from servers import app_healthy, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _health(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @pytest.mark.timeout(120)
@@ -37,7 +23,7 @@ def _health(url: str) -> bool:
 def test_rag_ui_starts_with_no_prompt_and_no_terminal(tmp_path, seed_store, flags):
     home = tmp_path / "home"  # no ~/.streamlit: Streamlit's first run
     home.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "DISPLAY", "WAYLAND_DISPLAY")}
     env.update(HOME=str(home), PYTHONPATH=str(ROOT))
     rag = Path(sys.executable).with_name("rag")
@@ -47,10 +33,10 @@ def test_rag_ui_starts_with_no_prompt_and_no_terminal(tmp_path, seed_store, flag
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None and not _health(url):
+        while time.monotonic() < deadline and proc.poll() is None and not app_healthy(url):
             time.sleep(0.5)
         assert proc.poll() is None, f"rag ui exited with {proc.returncode}: {proc.stdout.read().decode(errors='replace')}"
-        assert _health(url)
+        assert app_healthy(url)
         with urllib.request.urlopen(url, timeout=5) as r:
             assert r.status == 200 and b"<html" in r.read().lower()
     finally:
