@@ -190,7 +190,7 @@ def run_cli(args: Any, settings: Any) -> int:
         return 0
     print(f"{report['questions']} questions ({report['with_a_correct_candidate']} with a correct passage among the "
           f"candidates) from {report['transcripts']} transcripts, {folds_n} folds by transcript")
-    print(f"current weights, on these questions:  " + "  ".join(f"{k} {v:.3f}" for k, v in report["current_weights"].items()))
+    print("current weights, on these questions:  " + "  ".join(f"{k} {v:.3f}" for k, v in report["current_weights"].items()))
     for g, f in report["cross_validated"].items():
         mark = "  <- chosen" if float(g) == l2 else ""
         print(f"fitted, l2={g:<7} cross-validated: " + "  ".join(f"{k} {v:.3f}" for k, v in f.items()) + mark)

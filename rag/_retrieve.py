@@ -4,7 +4,7 @@ question rank that speaker's passages first; filters; diversity across answers."
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np

@@ -22,7 +22,6 @@ import pytest
 from rag import Engine, ingest, load_settings
 from rag.cli import main
 
-from conftest import ROOT
 from fakes import FailingFakeChatModel, RecordingFakeChatModel
 
 # What a terminal would act on: C0 controls but newline and tab, DEL and C1 (CSI \x9b among them).

@@ -7,7 +7,6 @@ This file is the entry point and the Chat page; the other pages live in ui/pages
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import uuid
 from pathlib import Path
