@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ._errors import QuestionSetError, RagError
 from ._settings import Settings
-from ._text import content_words, fold
+from ._text import content_words, fold, safe, safe_text
 
 Range = tuple[str, int, int]  # (transcript, start, end)
 
@@ -1112,18 +1112,19 @@ def run_cli(args: Any, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         if comparison:
-            print(comparison, file=sys.stderr)
+            print(safe_text(comparison), file=sys.stderr)
         return 0
-    print(f"{report['n']} questions from {args.questions}, k = {k}, store {settings.describe_store()}\n")
-    print(summary_table(report))
+    # question sets and answers are others' text: printed with control characters escaped
+    print(safe_text(f"{report['n']} questions from {args.questions}, k = {k}, store {settings.describe_store()}\n"))
+    print(safe_text(summary_table(report)))
     print("\nby style:")
-    print(style_table(report))
+    print(safe_text(style_table(report)))
     problems = misses(report)
     if problems:
         print(f"\n{len(problems)} question(s) with problems:")
         for p in problems:
-            print(f"  - {p}")
+            print(f"  - {safe(p)}")
     if comparison:
-        print("\nchange against " + str(args.compare) + ":")
-        print(comparison)
+        print("\nchange against " + safe(args.compare) + ":")
+        print(safe_text(comparison))
     return 0

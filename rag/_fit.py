@@ -155,9 +155,10 @@ def run_cli(args: Any, settings: Any) -> int:
 
     from ._engine import Engine
     from ._errors import RagError
+    from ._text import safe
 
     engine = Engine(settings)
-    print(f"rag: reading {args.questions} against {settings.describe_store()} …", file=sys.stderr)
+    print(f"rag: reading {safe(args.questions)} against {safe(settings.describe_store())} …", file=sys.stderr)
     examples = collect(engine, args.questions)
     usable = [ex for ex in examples if ex.labels.sum() > 0]
     if len({ex.transcript for ex in usable}) < 2:
@@ -196,5 +197,5 @@ def run_cli(args: Any, settings: Any) -> int:
         print(f"fitted, l2={g:<7} cross-validated: " + "  ".join(f"{k} {v:.3f}" for k, v in f.items()) + mark)
     print("weights: " + ", ".join(f"{k}={v}" for k, v in weights.items()))
     if args.write:
-        print(f"written to {args.write}; use it with `rag --config {args.write} ...` or RAG_CONFIG")
+        print(f"written to {safe(args.write)}; use it with `rag --config {safe(args.write)} ...` or RAG_CONFIG")
     return 0

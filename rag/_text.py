@@ -170,3 +170,34 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 def _strip_accents(m: re.Match) -> str:
     return "".join(ch for ch in m.group() if not unicodedata.combining(ch))
+
+
+# ---------------------------------------------------------------------------- terminal output
+# Stored text, file names and question sets are printed by the CLI: escape sequences in them
+# must not set the terminal title or clear the screen, a newline in a name must not fake a line.
+# C0 controls, DEL, C1 controls (CSI among them), lone surrogates (undecodable bytes of a file
+# name or argument) and the bidi overrides and isolates that reorder what follows them.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(m: re.Match) -> str:
+    c = m.group()
+    o = ord(c)
+    if c in _NAMED:
+        return _NAMED[c]
+    if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{o - 0xDC00:02x}"
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def safe(value: object) -> str:
+    """One line for the terminal: every control character shown as an escape, newlines too."""
+    return _UNSAFE.sub(_visible, str(value))
+
+
+def safe_text(value: object, indent: str = "") -> str:
+    """Text whose lines are meant (a passage, an answer): newlines and tabs kept, each new line
+    indented by ``indent``; every other control character shown as an escape."""
+    return _UNSAFE_TEXT.sub(_visible, str(value)).replace("\n", "\n" + indent)

@@ -282,3 +282,16 @@ def test_ingest_result_lines_are_written_above_the_progress_bars(tmp_path, monke
     assert [w.split()[0] for w in written] == ["added"] and "a.txt" in written[0]
     out = capsys.readouterr().out
     assert out.startswith("added     a.txt  (1 passages") and "\ndone: 1 added" in out
+
+
+def test_eval_output_escapes_control_characters_of_the_question_set(seed_store, tmp_path, capsys):
+    """A question set is someone else's text too: `rag eval` prints its questions (in the
+    problems list) with escape sequences shown, not obeyed."""
+    qs = tmp_path / "q.jsonl"
+    bad = "What is \x1b]0;pwned\x07 the capital of \x1b[2JFrance?"
+    qs.write_text(json.dumps({"id": "esc", "question": bad, "sources": [
+        {"transcript": "nhs-impact-amar-shah-interview.txt", "quote": "Bangladesh"}]}) + "\n", encoding="utf-8")
+    assert main(["eval", str(qs), "--store", str(seed_store.store)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]0;pwned\\x07" in out  # shown as escapes
