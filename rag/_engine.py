@@ -325,7 +325,8 @@ class Engine:
         # select
         chosen, evidence = self._select(query, q_vec, top)
         # decide
-        abstained = decide(query, evidence, chosen, top, idf=self._idf, vocab=self.index().corpus.words, settings=self.settings.refusal, threshold=self.settings.abstain_threshold)
+        abstained = decide(query, evidence, chosen, top, idf=self._idf, vocab=self.index().corpus.words,
+                           settings=self.settings.refusal, threshold=self.settings.abstain_threshold)
         notice = ""
         use_llm = (llm if llm is not None else bool(self.settings.llm or self._chat_model)) and not abstained
         if abstained:
@@ -361,19 +362,16 @@ class Engine:
     def _select(self, query: QueryPlan, q_vec: np.ndarray, top: list[Retrieved]) -> tuple[list[_answer.Sentence], float]:
         """The sentences to quote from the top passages, and how well the best supports an answer."""
         pool, evidence_vec = top, q_vec
+        role_of = self.index().role_of
         if query.refers:
             # "What did Hopkins say about X?": quote the named speaker's passages, and judge the
             # evidence without the name (a passage mentioning Hopkins is not thereby about X)
-            role_of = self.index().role_of
             pool = [r for r in top if _refers_to(r.passage, query, role_of)] or top
             if query.evidence_text != query.embed_text:
                 evidence_vec = self._encode([query.evidence_text])[0]
-        role_of = self.index().role_of
 
         def named(p: Passage, field: str) -> bool:
-            if field == "question":
-                return _asked_by(p, query, role_of)
-            return p.speaker in query.speakers or p.kind in query.kinds or p.role in query.roles
+            return _asked_by(p, query, role_of) if field == "question" else _says(p, query)
 
         chosen = _answer.select_sentences(query.text, q_vec, pool, self._sentence_vectors, cfg=self.settings.answer,
                                           idf=self._idf, answer_type=query.answer_type,
@@ -454,10 +452,14 @@ def _asked_by(p: Passage, query: QueryPlan, role_of: dict[str, str]) -> bool:
     return bool(p.question_speaker) and (p.question_speaker in query.speakers or role_of.get(p.question_speaker) in query.roles)
 
 
+def _says(p: Passage, query: QueryPlan) -> bool:
+    """Is this passage's answer by someone (or of a kind) the question names?"""
+    return p.speaker in query.speakers or p.kind in query.kinds or p.role in query.roles
+
+
 def _refers_to(p: Passage, query: QueryPlan, role_of: dict[str, str] | None = None) -> bool:
     """Is this passage by someone (or of a kind) the question names, answering or asking?"""
-    return (p.speaker in query.speakers or p.kind in query.kinds or p.role in query.roles
-            or _asked_by(p, query, role_of or {}))
+    return _says(p, query) or _asked_by(p, query, role_of or {})
 
 
 def _history_turn(a: Answer) -> HistoryTurn:

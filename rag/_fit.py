@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ._evaluate import coverage, load_questions, locate_sources
-from ._rank import FEATURES, Candidates, fit_weights
+from ._evaluate import DEPTH, coverage, hit_at, load_questions, locate_sources, mrr_at
+from ._rank import FEATURES, Candidates, fit_weights, weight_vector
 from ._retrieve import rank
 
 L2_GRID = (0.0, 1e-5, 1e-4, 1e-3)
@@ -54,13 +54,13 @@ def scores(engine: Any, examples: Sequence[Example], w: np.ndarray, k: int = 5, 
     index = engine.index()
     h1 = hk = mrr = 0.0
     for ex in examples:
-        ranked = rank(index, ex.cands, w, max(k, 10), per_answer)[:10]
+        ranked = rank(index, ex.cands, w, max(k, DEPTH), per_answer)[:DEPTH]
         ranges = [(index.passages[s.index].transcript, index.passages[s.index].start_char, index.passages[s.index].end_char)
                   for s in ranked]
         cov = coverage(ranges, ex.gold)
-        h1 += bool(cov and cov[0])
-        hk += any(cov[:k])
-        mrr += next((1.0 / r for r, c in enumerate(cov, 1) if c), 0.0)
+        h1 += hit_at(cov, 1)
+        hk += hit_at(cov, k)
+        mrr += mrr_at(cov)
     n = max(len(examples), 1)
     return {"hit@1": h1 / n, f"hit@{k}": hk / n, "mrr@10": mrr / n, "n": len(examples)}
 
@@ -164,16 +164,15 @@ def run_cli(args: Any, settings: Any) -> int:
     if len({ex.transcript for ex in usable}) < 2:
         raise RagError("fitting needs questions about at least two transcripts",
                        "Add questions with `sources` from two or more transcripts of the store.")
-    folds_n = max(2, min(args.folds, len({ex.transcript for ex in examples})))
-    from ._rank import weight_vector
-
+    transcripts = {ex.transcript for ex in examples}
+    folds_n = max(2, min(args.folds, len(transcripts)))
     before = scores(engine, examples, weight_vector(settings.ranking.weights))
     l2, grid = choose_l2(engine, examples, n_folds=folds_n)
     weights = fit(examples, l2=l2)
     report = {
         "questions": len(examples),
         "with_a_correct_candidate": len(usable),
-        "transcripts": len({ex.transcript for ex in examples}),
+        "transcripts": len(transcripts),
         "folds": folds_n,
         "current_weights": {k: round(v, 4) for k, v in before.items() if k != "n"},
         "cross_validated": {str(g): {k: round(v, 4) for k, v in f.items() if k != "n"} for g, f in grid.items()},

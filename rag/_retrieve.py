@@ -172,8 +172,6 @@ class Index:
 class Scored:
     index: int
     score: float
-    dense: float = 0.0
-    lexical: float = 0.0
 
 
 def candidates(index: Index, dense_hits: list[tuple[int, float]], query: QueryPlan, q_vec: np.ndarray, *,
@@ -234,9 +232,7 @@ def rank(index: Index, cands: Candidates, w: np.ndarray, k: int, per_answer: int
     the top k."""
     s = cands.scores(w)
     order = np.argsort(-s, kind="stable")
-    X = cands.X
-    di, li = FEATURES.index("dense"), FEATURES.index("lexical")
-    scored = [Scored(int(cands.rows[j]), float(s[j]), float(X[j, di]), float(X[j, li])) for j in order]
+    scored = [Scored(int(cands.rows[j]), float(s[j])) for j in order]
     return diversify(index, scored, k, per_answer)
 
 
