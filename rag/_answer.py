@@ -138,6 +138,7 @@ def select_sentences(
     idf: dict[str, float] | None = None,
     answer_type: str = "other",
     named=None,  # callable: (Passage, field) -> bool, spoken by someone the question names
+    exclude=None,  # callable: (Passage, field) -> bool, words not to quote at all
 ) -> list[Sentence]:
     """The sentences that answer, across the top passages, as short contiguous spans within a
     word budget: the best-scoring sentences that clear a bar relative to the best, each with the
@@ -151,9 +152,11 @@ def select_sentences(
     n_passages = cfg.summary_passages if answer_type == "summary" else cfg.max_passages
     cands = sentence_candidates(question, q_vec, retrieved, sentence_vectors, max_passages=n_passages,
                                 idf=idf, answer_type=answer_type)
+    top = retrieved[:n_passages]
+    if exclude is not None:
+        cands = [c for c in cands if not exclude(top[c.passage_rank].passage, c.field)]
     if not cands:
         return []
-    top = retrieved[:n_passages]
     if named is not None:
         # "What did X say?": X's words answer it, whether X answered or asked; the asker's words are
         # then quoted as a claim without the penalty they get as mere context

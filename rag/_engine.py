@@ -22,7 +22,7 @@ from . import _answer
 from ._decide import decide
 from ._embed import Embedder
 from ._errors import StoreMissingError, StoreUnavailableError
-from ._records import Answer, Passage, Retrieved
+from ._records import Answer, Citation, Passage, Retrieved
 from ._rank import Candidates, weight_vector
 from ._query import HistoryTurn, QueryPlan, plan
 from ._retrieve import Index, candidates, rank, to_retrieved, top_indices
@@ -327,9 +327,13 @@ class Engine:
         # decide
         abstained = decide(query, evidence, chosen, top, idf=self._idf, vocab=self.index().corpus.words,
                            settings=self.settings.refusal, threshold=self.settings.abstain_threshold)
-        notice = ""
+        notice = premise = ""
         use_llm = (llm if llm is not None else bool(self.settings.llm or self._chat_model)) and not abstained
-        if abstained:
+        said_by_others = None if use_llm else self._said_by_others(query, top)
+        if said_by_others is not None:
+            text, citations = said_by_others
+            abstained, premise = False, "speaker"
+        elif abstained:
             text, citations = REFUSAL, []
         else:
             text, citations = _answer.compose(top, chosen, speakers=_answer.manifest_speakers(self._manifest))
@@ -357,7 +361,62 @@ class Engine:
             filters=dict(query.filters),
             evidence=evidence,
             speakers=list(query.speakers),
+            premise=premise,
         )
+
+    def _said_by_others(self, query: QueryPlan, top: list[Retrieved]) -> tuple[str, list[Citation]] | None:
+        """A question that names who said something ("What did the interviewer say about X?")
+        when the transcripts have someone else saying it: if the named speakers' own words in the
+        top passages support it weakly (evidence, as the refusal judges it, under
+        ``refusal.premise_named_max``), the best of the other speakers' sentences beats theirs by
+        ``refusal.premise_margin`` and would be answered on its own, the answer says the words are not the named person's and quotes the others',
+        instead of quoting the named person's weaker words (or refusing) as if the question's
+        premise held."""
+        found = self._others_words(query, top)
+        if found is None:
+            return None
+        named_evidence, alt, pool, chosen, alt_evidence = found
+        r = self.settings.refusal
+        if named_evidence >= r.premise_named_max or alt_evidence - named_evidence < r.premise_margin:
+            return None
+        if decide(alt, alt_evidence, chosen, pool, idf=self._idf, vocab=self.index().corpus.words,
+                  settings=self.settings.refusal, threshold=self.settings.abstain_threshold):
+            return None
+        text, citations = _answer.compose(pool, chosen, speakers=_answer.manifest_speakers(self._manifest))
+        if not citations:
+            return None
+        return f"I found this said by others, not by {_named_in(query)}. {text}", citations
+
+    def _others_words(self, query: QueryPlan, top: list[Retrieved]):
+        """For a question naming a speaker (and asking about something): the evidence of the best
+        sentence of the named speakers' own words in the top passages, the plan without the
+        names, and the sentences and evidence of other people's words; None when there is
+        nothing to compare."""
+        if not query.refers or not query.topic or query.unknown_names or not top:
+            return None
+        role_of = self.index().role_of
+
+        def mine(p: Passage, field: str) -> bool:
+            # a named person's answer stands with the question it answers (they spoke to that
+            # subject); the answer to a question they asked is someone else's words
+            return _says(p, query) or (field == "question" and _asked_by(p, query, role_of))
+
+        vec = self._encode([query.evidence_text])[0]
+        terms = _answer.question_terms(query.evidence_text)
+        n = self.settings.refusal.evidence_passages
+        items = [(r.passage, f) for r in top[:n] for f in _answer.FIELDS]
+        theirs = [it for it in items if mine(*it)]
+        others = [it for it in items if not mine(*it) and getattr(it[0], it[1])]
+        if not others:
+            return None
+        alt = dataclasses.replace(query, speakers=[], roles=[], kinds=[], embed_text=query.evidence_text)
+        chosen = _answer.select_sentences(alt.text, vec, top, self._sentence_vectors, cfg=self.settings.answer,
+                                          idf=self._idf, answer_type=alt.answer_type, exclude=mine)
+        if not chosen:
+            return None
+        alt_evidence = self._evidence(vec, terms, others)
+        named_evidence = self._evidence(vec, terms, theirs) if theirs else 0.0
+        return named_evidence, alt, top, chosen, alt_evidence
 
     def _select(self, query: QueryPlan, q_vec: np.ndarray, top: list[Retrieved]) -> tuple[list[_answer.Sentence], float]:
         """The sentences to quote from the top passages, and how well the best supports an answer."""
@@ -460,6 +519,15 @@ def _says(p: Passage, query: QueryPlan) -> bool:
 def _refers_to(p: Passage, query: QueryPlan, role_of: dict[str, str] | None = None) -> bool:
     """Is this passage by someone (or of a kind) the question names, answering or asking?"""
     return _says(p, query) or _asked_by(p, query, role_of or {})
+
+
+def _named_in(query: QueryPlan) -> str:
+    """Whom the question names, for the answer's prose: "Hopkins", "the interviewer"."""
+    names = [f"the {r}" for r in query.roles] + ["the readers" if k == "comment" else f"the {k}" for k in query.kinds]
+    people = ", ".join(query.speakers)
+    if names and people:
+        return f"{' or '.join(names)} ({people})"
+    return " or ".join(names) or " or ".join(query.speakers)
 
 
 def _history_turn(a: Answer) -> HistoryTurn:

@@ -210,6 +210,9 @@ class Corpus:
                     j = i
                     while j + 1 < len(toks) and toks[j + 1][2] in e.names:
                         j += 1
+                    if j == i and i and toks[i - 1][2] in _DETERMINERS | {"a", "an"}:
+                        i += 1  # "the Bill", "this Will": a word that is also a name, used as a word
+                        continue
                     refs.append(_Reference(toks[i][0], toks[j][1], e.name, j - i + 1, True, tuple(t[2] for t in toks[i : j + 1])))
                     i = j + 1
                     continue

@@ -209,12 +209,14 @@ class Answer:
     filters: dict[str, Any] = field(default_factory=dict)
     evidence: float = 0.0  # how strongly the best sentence matches the question (cosine)
     speakers: list[str] = field(default_factory=list)  # speakers the question referred to
+    premise: str = ""  # why the answer does not take the question as put ("speaker": others said it)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "question": self.question,
             "answer": self.text,
             "abstained": self.abstained,
+            "premise": self.premise,
             "citations": [
                 {
                     "n": c.n,

@@ -108,6 +108,14 @@ class RefusalSettings(BaseModel):
     )
     evidence_passages: int = Field(3, ge=1, le=50, description="Top passages whose best sentence is the evidence an answer is judged on.")
     bias: float = Field(9.3722, description="Bias of the logistic model.")
+    # The two premise settings were fitted by scripts/fit_premise.py on
+    # ../shared/data/qmsum-committee-train: the most speaker-swapped questions corrected with at
+    # most 2.5 % of the real questions corrected (docs/EVALUATION.md, "Premise").
+    premise_margin: float = Field(
+        0.2, ge=0, description="A question naming a speaker is answered with the words of others instead, saying so, when "
+        "the best of the other speakers' sentences beats the named speaker's by this much evidence ...")
+    premise_named_max: float = Field(
+        0.45, ge=0, description="... and the named speaker's best sentence has less evidence than this.")
     threshold: float = Field(
         0.8538, ge=0, le=1, description="Refuse when the probability that the transcripts do not answer reaches this.")
 

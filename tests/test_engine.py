@@ -115,7 +115,7 @@ def test_follow_up_carries_filters(engine):
 def test_json_shape(engine):
     a = engine.ask("What can we learn from Bangladesh?")
     data = json.loads(json.dumps(a.to_json()))
-    assert set(data) == {"question", "answer", "abstained", "citations", "retrieved", "timings_ms"}
+    assert set(data) == {"question", "answer", "abstained", "premise", "citations", "retrieved", "timings_ms"}
     c = data["citations"][0]
     assert set(c) == {"n", "chunk_id", "transcript", "speaker", "role", "field", "start_char", "end_char", "quote", "highlights"}
     assert (c["speaker"], c["role"], c["field"]) == ("Amar Shah", "interviewee", "text")

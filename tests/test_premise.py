@@ -1,0 +1,81 @@
+"""A question whose premise names the wrong speaker ("What did the interviewer say about
+Bangladesh?" when the guest said it) is answered with the words of whoever said it, saying they
+are not the named person's, rather than with the named person's weaker words or a refusal
+(Engine._said_by_others; the thresholds are fitted by scripts/fit_premise.py). A word that is
+also a first name ("the Bill") does not name a speaker."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag import Engine, ingest, load_settings
+from rag._query import Corpus
+from rag._records import Speaker
+
+from test_query import _passage
+
+
+@pytest.fixture(scope="module")
+def seed_engine(seed_store):
+    return Engine(seed_store)
+
+
+def test_the_interviewer_is_named_but_the_guest_said_it(seed_engine):
+    a = seed_engine.ask("What did the interviewer say about Bangladesh?")
+    assert not a.abstained
+    assert a.premise == "speaker"
+    assert a.text.startswith("I found this said by others, not by the interviewer")
+    assert a.citations and all(c.speaker == "Amar Shah" and c.field == "text" for c in a.citations)
+    assert any("Bangladesh" in c.quote for c in a.citations)
+    assert a.to_json()["premise"] == "speaker"
+
+
+def test_a_true_premise_is_answered_as_asked(seed_engine):
+    a = seed_engine.ask("What did Amar Shah say about Bangladesh?")
+    assert not a.abstained and a.premise == ""
+    assert a.text.startswith("Amar Shah (AS) says")
+    # and nothing said by anyone: still a refusal, not a correction
+    b = seed_engine.ask("What did the interviewer say about GP waiting times?")
+    assert b.abstained and b.premise == ""
+
+
+PANEL = """---
+title: Harbour panel
+speakers:
+  RT: {name: Rita Tamm, role: interviewer}
+  OL: {name: Olav Lind, role: interviewee}
+  EK: {name: Eva Kask, role: interviewee}
+---
+
+RT: Olav, what happened to the harbour wall during the storm?
+
+OL: The storm in January broke the eastern harbour wall in two places, and the sea flooded the fish market for three days.
+
+RT: Eva, how are the schools in the town doing?
+
+EK: Our schools hired six new teachers this year, and the primary school finally has a library of its own.
+"""
+
+
+def test_a_panel_question_naming_the_other_guest(tmp_path, embedder):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "panel.md").write_text(PANEL, encoding="utf-8")
+    s = load_settings(store=tmp_path / "store")
+    assert not ingest([folder], s, embedder=embedder).failed
+    engine = Engine(s)
+    wrong = engine.ask("What did Eva Kask say about the storm and the harbour wall?")
+    assert wrong.premise == "speaker" and not wrong.abstained
+    assert "not by Eva Kask" in wrong.text
+    assert wrong.citations[0].speaker == "Olav Lind" and "harbour wall" in wrong.citations[0].quote
+    right = engine.ask("What did Eva Kask say about the schools?")
+    assert right.premise == "" and right.citations[0].speaker == "Eva Kask"
+
+
+def test_a_word_that_is_also_a_first_name_is_not_a_speaker():
+    bill = Speaker("BB", "Bill Blair", "interviewee")
+    corpus = Corpus([_passage("h.txt", "Bill Blair", "We will table the bill in June.", question="When?",
+                              question_speaker="Chair")], [bill])
+    assert corpus.speakers_in_question("What were the unintended consequences of the Bill?")[0] == []
+    assert corpus.speakers_in_question("What did Bill say about the budget?")[0] == ["Bill Blair"]
+    assert corpus.speakers_in_question("What did Bill Blair say about the Bill?")[0] == ["Bill Blair"]
