@@ -115,6 +115,8 @@ class Corpus:
             self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
         self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
         self.speakers = _speaker_entries(speakers)
+        self._passages = passages
+        self._as_word: dict[str, bool] = {}
         self._by_word: dict[str, list[SpeakerEntry]] = {}  # a name or title word -> its speakers
         for e in self.speakers:
             for w in e.names | e.titles:
@@ -127,6 +129,14 @@ class Corpus:
                 self.titles[p.transcript] = p.title
             if p.speaker:
                 self.people.setdefault(p.speaker, set()).add(p.transcript)
+
+    def _used_as_word(self, word: str) -> bool:
+        """Do the transcripts' answers write ``word`` in lower case anywhere (looked up once per
+        word)?"""
+        if word not in self._as_word:
+            pattern = re.compile(rf"(?<![\w'’-]){re.escape(word)}(?![\w'’-])")
+            self._as_word[word] = any(pattern.search(p.text) for p in self._passages)
+        return self._as_word[word]
 
     def match_speakers(self, name: str) -> list[str]:
         """Speaker names matching a (partial) name or title, e.g. "hopkins", "the minister"."""
@@ -200,20 +210,31 @@ class Corpus:
         title, nor "the services")."""
         toks = [(m.start(), m.end(), re.sub(r"'s?$", "", fold(m.group()).strip(".'’-").replace("’", "'")))
                 for m in re.finditer(r"\w[\w'’.-]*", question)]
+        # a word the question writes in lower case, which the transcripts also use in lower case,
+        # is a word, not a name: "young people" does not name Kate Young (in a question written
+        # wholly in lower case any word may be a name)
+        cased = any(ch.isupper() for ch in question)
+        lower = {i for i, (a, _, w) in enumerate(toks)
+                 if cased and question[a].islower() and w in self._by_word and self._used_as_word(w)}
         candidates = {id(e): e for _, _, w in toks for e in self._by_word.get(w, ())}
         refs: list[_Reference] = []
         for e in candidates.values():
             i = 0
             while i < len(toks):
                 w = toks[i][2]
-                if w in e.names:
+                if w in e.names and i not in lower:
                     j = i
-                    while j + 1 < len(toks) and toks[j + 1][2] in e.names:
+                    while j + 1 < len(toks) and toks[j + 1][2] in e.names and j + 1 not in lower:
                         j += 1
                     if j == i and i and toks[i - 1][2] in _DETERMINERS | {"a", "an"}:
                         i += 1  # "the Bill", "this Will": a word that is also a name, used as a word
                         continue
-                    refs.append(_Reference(toks[i][0], toks[j][1], e.name, j - i + 1, True, tuple(t[2] for t in toks[i : j + 1])))
+                    # the rest of the person's full name written beside it counts too: "David
+                    # Blaney" is Dr David Blaney rather than Hon. Steven Blaney
+                    a = i
+                    while a > 0 and a - 1 not in lower and toks[a - 1][2] in e.titles and toks[a - 1][2] not in _DETERMINERS:
+                        a -= 1
+                    refs.append(_Reference(toks[a][0], toks[j][1], e.name, j - a + 1, True, tuple(t[2] for t in toks[a : j + 1])))
                     i = j + 1
                     continue
                 if w in _DETERMINERS:

@@ -289,3 +289,28 @@ def test_a_question_naming_a_title_is_scoped_and_one_naming_nobody_is_not(engine
     query, _, retrieved = engine.retrieve("What was said about money?")
     assert query.scope == []
     assert {r.passage.transcript for r in retrieved} == {JANE_ID, AMAR_ID}
+
+
+def test_a_lower_case_word_the_transcripts_use_as_a_word_is_not_a_name():
+    kate = Speaker("KY", "Ms. Kate Young", "other")
+    corpus = Corpus([_passage("h.txt", "Ms. Kate Young", "Many young people wait a year for help.",
+                              question="How long?", question_speaker="Chair")], [kate])
+    assert corpus.speakers_in_question("What was said about the health of young people?")[0] == []
+    assert corpus.speakers_in_question("What did Young say about waiting times?")[0] == ["Ms. Kate Young"]
+    # a question written wholly in lower case may name anyone
+    assert corpus.speakers_in_question("what did young say about waiting times?")[0] == ["Ms. Kate Young"]
+
+
+def test_the_whole_name_written_picks_the_person_among_those_sharing_a_surname():
+    steven = Speaker("SB", "Hon. Steven Blaney", "interviewer")
+    david = Speaker("DB", "Dr David Blaney", "interviewee")
+    # three speakers called David: "David" alone names no one in particular
+    hefin, rees = Speaker("HD", "Hefin David AM", "interviewer"), Speaker("DR", "David Rees AM", "interviewer")
+    corpus = Corpus([
+        _passage("a.txt", "Hon. Steven Blaney", "Will the minister act?", question="", question_speaker=""),
+        _passage("b.txt", "Dr David Blaney", "Applications from the EU fell.", question="Why?",
+                 question_speaker="Hefin David AM"),
+    ], [steven, david, hefin, rees])
+    assert corpus.speakers_in_question("What did Dr. David Blaney say about Brexit?")[0] == ["Dr David Blaney"]
+    assert corpus.speakers_in_question("What did Steven Blaney ask?")[0] == ["Hon. Steven Blaney"]
+    assert sorted(corpus.speakers_in_question("What did Blaney say?")[0]) == ["Dr David Blaney", "Hon. Steven Blaney"]
