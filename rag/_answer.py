@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -139,6 +139,7 @@ def select_sentences(
     answer_type: str = "other",
     named=None,  # callable: (Passage, field) -> bool, spoken by someone the question names
     exclude=None,  # callable: (Passage, field) -> bool, words not to quote at all
+    parts: Sequence[str] = (),  # what a question asking several things asks (QueryPlan.parts)
 ) -> list[Sentence]:
     """The sentences that answer, across the top passages, as short contiguous spans within a
     word budget: the best-scoring sentences that clear a bar relative to the best, each with the
@@ -206,7 +207,31 @@ def select_sentences(
         before = at.get((c.passage_rank, c.field, c.position - 1))
         if before is not None and _ANAPHORA.match(c.text):
             take(before)
+    _answer_parts(parts, cands, chosen, taken, used, idf, cfg)
     return chosen
+
+
+def _answer_parts(parts: Sequence[str], cands: list[Sentence], chosen: list[Sentence], taken: set[int], used: int,
+                  idf: dict[str, float] | None, cfg) -> None:
+    """Each part of a question asking several things gets a sentence: a part no chosen sentence
+    answers (``cfg.part_covered`` of its words) gets its best remaining one, in the extra room of
+    ``cfg.part_words`` words."""
+    for part in parts:
+        terms = question_terms(part)
+        if not terms or cfg.part_words <= 0:
+            continue
+        if any(lexical_overlap(terms, c.text, idf) >= cfg.part_covered for c in chosen):
+            continue
+        scored = [(lexical_overlap(terms, c.text, idf), c.score, c) for c in cands if id(c) not in taken]
+        if not scored:
+            continue
+        overlap, _, best = max(scored, key=lambda t: (t[0], t[1]))
+        n = len(best.text.split())
+        if overlap < cfg.part_covered or used + n > cfg.budget_words + cfg.part_words:
+            continue
+        chosen.append(best)
+        taken.add(id(best))
+        used += n
 
 
 _ANAPHORA = re.compile(r"^(that|this|these|those|it|its|they|them|their|there|he|she|his|her|such|so|and|but|also)\b", re.I)

@@ -434,7 +434,7 @@ class Engine:
 
         chosen = _answer.select_sentences(query.text, q_vec, pool, self._sentence_vectors, cfg=self.settings.answer,
                                           idf=self._idf, answer_type=query.answer_type,
-                                          named=named if query.refers else None)
+                                          named=named if query.refers else None, parts=query.parts)
         pool_ranks = [top.index(r) for r in pool]
         chosen = [dataclasses.replace(c, passage_rank=pool_ranks[c.passage_rank]) for c in chosen]
         # the evidence is judged on the best sentence of the first few passages the question may be

@@ -568,6 +568,31 @@ def answer_type(question: str) -> str:
     return "other"
 
 
+_WH = r"(?:what|how|why|when|who|whom|whose|where|which|did|do|does|is|are|was|were|has|have|had|can|could|will|would|should)"
+_CLAUSES = re.compile(rf"\?\s+(?=\S)|;\s+|,\s*(?:and|but|or)\s+(?={_WH}\b)|\s+and\s+(?={_WH}\s)", re.I)
+_ATTRIBUTION = re.compile(r"^(?:according to|in the (?:view|opinion|words) of|as (?:said|put) by)\b", re.I)
+# a list ends the question: "A, B(,) and C" with no clause after it ("Other than A and B, what
+# else ...?" is one question)
+_LIST = re.compile(rf",(?![^,]*\b{_WH}\b)[^,]+,?\s+(?:and|or)\s+(?!{_WH}\b)[^,]+$", re.I)
+_LIST_SEP = re.compile(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", re.I)
+
+
+def question_parts(question: str) -> list[str]:
+    """The parts of a question that asks several things, each to be answered: its clauses ("How
+    was tourism affected, and what did the government do?", "What is X? And Y?") or the items of
+    a list ("the trend of recruiting, the reasons for it, and the steps taken"; "masks, gowns and
+    N95 masks"). A list needs a comma: "mental and emotional health" is one thing. One part (or
+    none) is returned as []."""
+    q = question.strip()
+    parts = [c for c in _CLAUSES.split(q) if c and c.strip(" ?.")]
+    if len(parts) < 2 and _LIST.search(q):
+        parts = [c for c in _LIST_SEP.split(q) if c and c.strip(" ?.")]
+    parts = [p.strip(" ?.,;") for p in parts]
+    # "according to X, ..." says whose answer is wanted, not a thing to answer
+    parts = [p for p in parts if content_words(fold(p)) and not _ATTRIBUTION.match(p)]
+    return parts if len(parts) >= 2 else []
+
+
 # "in the interview with X", "in the episode with X", "in the conversation with X"
 _SCOPE_WITH = re.compile(r"\b(?:interview|episode|conversation|podcast|talk|session|hearing|meeting|chat)s?\s+(?:with|of|featuring)\s+"
                          r"((?:[A-Z][\w'’.\-]*\s?){1,4})")
@@ -591,6 +616,7 @@ class QueryPlan:
     followup: bool = False  # resolved against the conversation
     unknown_names: list[str] = field(default_factory=list)  # capitalised words the corpus never has
     topic: list[str] = field(default_factory=list)  # content words once speakers and request words go
+    parts: list[str] = field(default_factory=list)  # what a question asking several things asks (question_parts)
 
     @property
     def refers(self) -> bool:
@@ -634,7 +660,8 @@ def plan(question: str, history: list[HistoryTurn], corpus: Corpus, filters: dic
     topic_text = topic_of(res.text) if strip_request else res.text
     draft = QueryPlan(question=question, text=res.text, embed_text=topic_text, lexical_text=res.text,
                       evidence_text=topic_text, filters=filters, speakers=speakers, kinds=kinds, roles=roles,
-                      scope=found_scope, answer_type=answer_type(res.text), followup=res.followup)
+                      scope=found_scope, answer_type=answer_type(res.text), followup=res.followup,
+                     parts=question_parts(res.text))
     if title_neutral:
         draft.lexical_text = corpus.lexical_text(res.text, speakers)
     if draft.refers:

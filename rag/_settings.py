@@ -84,6 +84,9 @@ class AnswerSettings(BaseModel):
     max_repeat: float = Field(0.3, ge=0, le=1, description="A sentence whose content words were already quoted beyond this share is left out.")
     question_penalty: float = Field(1.0, description="Penalty for quoting the asker's words rather than the answer.")
     relative_bar: float = Field(1.0, ge=0, description="Sentences scoring below best - bar * |best| are not taken.")
+    part_covered: float = Field(0.5, ge=0, le=1, description="A part of a question asking several things is answered when a "
+                                "quoted sentence holds this share of its (idf-weighted) words; else its best sentence is added ...")
+    part_words: int = Field(40, ge=0, description="... within this many words beyond the length budget (0: parts get no room of their own).")
     follow_bar: float = Field(2.0, ge=0, description="The sentence after a chosen one comes too when it scores within this share of the best (0: never).")
 
 

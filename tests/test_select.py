@@ -104,3 +104,45 @@ def test_bangladesh_answer_carries_the_lesson_and_names_amar_shah(seed_store, em
     assert not a.abstained
     assert "These places have a lot to teach us" in a.text
     assert "Amar Shah" in a.text
+
+
+@pytest.mark.parametrize("question, parts", [
+    ("How was the tourism industry affected, and what did the government do to ease the loss?",
+     ["How was the tourism industry affected", "what did the government do to ease the loss"]),
+    ("What can we learn from Bangladesh? And from Uganda?", ["What can we learn from Bangladesh", "And from Uganda"]),
+    ("What did Kirsty Williams say about teacher recruiting, the reasons for it, and the steps taken?",
+     ["What did Kirsty Williams say about teacher recruiting", "the reasons for it", "the steps taken"]),
+    ("What was said about the mental and emotional health of young people?", []),  # one thing, no comma
+    ("According to Dr. Blaney, what are the reasons for the drop in EU students?", []),  # whose answer, not a part
+    ("Other than fee and access reports, what else do executives do to plan for Brexit?", []),  # one question
+    ("Summarize the discussion about surgical masks, protective gowns and N95 masks.",
+     ["Summarize the discussion about surgical masks", "protective gowns", "N95 masks"]),
+    ("What can we learn from Bangladesh?", []),
+])
+def test_the_parts_of_a_question_asking_several_things(question, parts):
+    from rag._query import question_parts
+
+    assert question_parts(question) == parts
+
+
+def test_each_part_of_a_question_gets_a_sentence():
+    p = _passage("Recruitment of teachers fell by a tenth this year. The main reason is pay, which has not kept up. "
+                 "We have also had a hard winter. To fix it we raised bursaries and opened two new routes into teaching.")
+    question = "What did she say about teacher recruitment, the reasons for it, and the steps to fix it?"
+    vecs = _vectors({"Recruitment of teachers fell by a tenth this year.": 0.9})
+    cfg = AnswerSettings(follow_bar=0.0, per_passage=1, relative_bar=0.0)
+    from rag._query import question_parts
+
+    parts = question_parts(question)
+    without = select_sentences(question, Q_VEC, [Retrieved(p, 1.0, 1)], vecs, cfg=cfg)
+    assert [c.text for c in without] == ["Recruitment of teachers fell by a tenth this year."]
+    chosen = select_sentences(question, Q_VEC, [Retrieved(p, 1.0, 1)], vecs, cfg=cfg, parts=parts)
+    texts = [c.text for c in chosen]
+    assert texts[0] == "Recruitment of teachers fell by a tenth this year."
+    assert "The main reason is pay, which has not kept up." in texts
+    assert "To fix it we raised bursaries and opened two new routes into teaching." in texts
+    assert "We have also had a hard winter." not in texts
+    # no room of their own: the parts are not added beyond the budget
+    tight = select_sentences(question, Q_VEC, [Retrieved(p, 1.0, 1)], vecs, cfg=cfg.model_copy(update={"part_words": 0}),
+                             parts=parts)
+    assert [c.text for c in tight] == [c.text for c in without]
