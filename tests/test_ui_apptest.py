@@ -141,14 +141,18 @@ def test_hearing_examples_are_questions_with_a_topic(monkeypatch, dev_store):
         assert "yes or" not in q.lower() and _shared.topic_words(q) >= 3, q
 
 
-def test_the_wait_is_described_truthfully(seed_store):
-    from rag import Engine
+def test_the_wait_is_described_truthfully():
+    from rag import WarmUp
 
-    transcripts = Engine(seed_store).transcripts()
-    n = sum(info.n_passages for info in transcripts.values())
-    assert _shared.busy_message(False, transcripts) == f"Getting ready: loading the model and {n:,} passages (once, after the app starts)…"
-    assert _shared.busy_message(True, transcripts) == "Searching the transcripts…"
-    assert "first question" not in _shared.busy_message(False, transcripts)
+    status = WarmUp()
+    assert _shared.busy_message(status).startswith("Opening the index and loading the model…")
+    status.passages = 7957
+    assert _shared.busy_message(status).startswith("Loading 7,957 passages… (")
+    status.finished = status.started + 4.25
+    status.done.set()
+    assert _shared.busy_message(status) == "Searching the transcripts…"
+    assert status.message == "Ready: 7,957 passages loaded in 4.2 s."
+    assert _shared.busy_message(None) == "Searching the transcripts…"
 
 
 def test_a_refusal_under_a_filter_suggests_clearing_it(monkeypatch, seed_store):
@@ -327,7 +331,7 @@ def test_view_in_transcript_highlights_the_cited_passage(monkeypatch, seed_store
     marked = re.findall(r'<mark class="rag-mark">(.*?)</mark>', page)
     assert " ".join(marked) == c.quote.replace(" … ", " ")  # exactly the quoted sentences, no more
     # the whole transcript by speaker turns: every turn, the cited ones marked, neighbours too
-    assert page.count('class="rag-turn') == 14
+    assert page.count('class="rag-turn') == 14 and "not indexed" not in page
     first, last = c.passage.turns
     for i in range(first, last + 1):
         assert re.search(rf'class="rag-turn rag-cited" id="rag-turn-{i}"', page)
@@ -441,11 +445,17 @@ def test_upload_page_checks_saves_and_ingests(monkeypatch, tmp_path):
     assert not at.exception
     rows = at.dataframe[0].value.to_dict("records")
     by_file = {r["file"]: r for r in rows}
-    assert by_file["sneaky name.txt"]["status"] == "added" and by_file["sneaky name.txt"]["passages"] > 5
+    assert by_file["sneaky name.txt"]["status"] == "added" and int(by_file["sneaky name.txt"]["passages"]) > 5
     assert by_file["talk.vtt"]["status"] == "added"
     assert by_file["huge.txt"]["status"] == "rejected" and "limit" in by_file["huge.txt"]["reason"]
     assert by_file["binary.md"]["status"] == "failed" and "binary" in by_file["binary.md"]["reason"]
     assert by_file["same talk.vtt"]["status"] == "duplicate" and "talk.vtt" in by_file["same talk.vtt"]["reason"]
+    assert not at.dataframe[0].value.isna().any().any()  # empty cells, not "None"
+    assert by_file["huge.txt"]["passages"] == ""
+    # every reason and warning shown whole below the table (a cell shows one line)
+    notes = [m.value.replace("\\", "") for m in at.get("markdown") if "(duplicate)" in m.value or "(rejected)" in m.value]
+    assert any(by_file["same talk.vtt"]["reason"] in n for n in notes)
+    assert any(by_file["huge.txt"]["reason"] in n for n in notes)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.suffix in (".txt", ".md", ".vtt"))
     assert written == ["store/uploads/sneaky name.txt", "store/uploads/talk.vtt"]  # failed ones removed
     # the chat now sees them
@@ -549,10 +559,104 @@ def test_evaluation_page_runs_a_question_set_against_a_baseline(monkeypatch, see
     assert not at.exception
     assert any("rag-q" in b for b in bodies(at))
     retrieved = at.dataframe[3].value
-    assert list(retrieved.columns)[:2] == ["rank", "correct"] and len(retrieved) == report["k"]
+    assert list(retrieved.columns)[:3] == ["rank", "correct", "text"] and len(retrieved) == report["k"]
+    # each retrieved passage by its speaker and the start of its text, not a bare id
+    from rag import Engine
+
+    engine = Engine(seed_store)
+    for _, row in retrieved.iterrows():
+        p = engine.passage(row["passage"])
+        assert row["text"].startswith(f"{p.speaker}: {' '.join(p.text.split())[:40]}")
+    bm25 = at.dataframe[-1].value
+    assert "text" in bm25.columns and all(len(t) > 20 for t in bm25["text"])
+    for df in at.dataframe:  # no "None" cell anywhere
+        assert not df.value.isna().any().any(), df.value
 
 
 def test_evaluation_page_on_a_missing_store_shows_the_fix(monkeypatch, tmp_path):
     at = start(monkeypatch, RAG_STORE=tmp_path / "nowhere")
     at.switch_page("pages/evaluation.py").run()
     assert not at.exception and any("No transcripts yet" in i.value for i in at.info)
+
+
+# --------------------------------------------------------------------------- public API only
+
+
+def _private_uses(path: Path) -> list[str]:
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith("rag._") or node.module == "rag" and any(a.name.startswith("_") for a in node.names):
+                found.append(f"{path.name}:{node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.Import):
+            found += [f"{path.name}:{node.lineno}: import {a.name}" for a in node.names if a.name.startswith("rag._")]
+        elif isinstance(node, ast.Attribute):
+            if isinstance(node.value, ast.Name) and node.value.id == "rag" and node.attr.startswith("_"):
+                found.append(f"{path.name}:{node.lineno}: rag.{node.attr}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "index" and not node.args:
+            found.append(f"{path.name}:{node.lineno}: .index()")  # the engine's private in-memory view
+    return found
+
+
+def test_the_app_uses_the_public_api_only(tmp_path):
+    files = sorted((ROOT / "ui").rglob("*.py"))
+    assert len(files) >= 5
+    assert [u for f in files for u in _private_uses(f)] == []
+    # the scan does see what it forbids
+    bad = tmp_path / "bad.py"
+    bad.write_text("import rag._embed\nfrom rag._evaluate import x\nfrom rag import _baselines\n"
+                   "import rag\nrag._store\nengine.index().passages\n")
+    assert len(_private_uses(bad)) == 5
+
+
+def test_the_transcript_view_shows_the_turns_as_indexed(monkeypatch, seed_store, dev_store):
+    import rag
+    from rag import Engine
+
+    # the demo: every turn is indexed, and the turns rebuilt from the store are the parser's
+    engine = Engine(seed_store)
+    [tid] = engine.transcripts()
+    shown = engine.transcript(tid)
+    parsed = rag.parse_text(engine.source_text(tid), tid, ".txt")
+    assert [(t.index, t.speaker, t.text) for t in shown.turns] == [(t.index, t.speaker, t.text) for t in parsed.turns]
+    # a hearing: the chair's procedural remarks are not indexed, so not shown as if they were
+    engine = Engine(dev_store)
+    tid = sorted(engine.transcripts())[0]
+    shown = engine.transcript(tid)
+    parsed = {t.index: t for t in rag.parse_text(engine.source_text(tid), tid, ".txt").turns}
+    assert len(shown.turns) < len(parsed)
+    for t in shown.turns:  # the same words at the same offsets, split answers joined again
+        assert (t.speaker, t.text, t.start) == (parsed[t.index].speaker, parsed[t.index].text, parsed[t.index].start)
+    cited = {i for p in engine.passages(tid) for i in p.turns}
+    assert {t.index for t in shown.turns} == cited
+    # the page draws what the engine holds, even if today's parser would read the file otherwise
+    monkeypatch.setattr(rag, "parse_text", lambda *a, **k: pytest.fail("the view re-parsed the source"))
+    at = start(monkeypatch, dev_store)
+    at.switch_page("pages/transcripts.py").run()
+    at.selectbox(key="tv_transcript").set_value(tid).run()
+    assert not at.exception
+    page = "".join(bodies(at))
+    assert page.count('class="rag-turn') == len(shown.turns)
+    skipped = sum(int(n) for n in re.findall(r'<div class="rag-skip">(\d+) turns? not indexed</div>', page))
+    idx = [t.index for t in shown.turns]
+    assert skipped == sum(b - a - 1 for a, b in zip(idx, idx[1:])) > 0
+
+
+def test_a_link_to_a_missing_transcript_says_so(monkeypatch, seed_store):
+    at = AppTest.from_file(APP, default_timeout=90)
+    monkeypatch.setenv("RAG_STORE", str(seed_store.store))
+    at.switch_page("pages/transcripts.py")
+    at.query_params["t"] = "gone.txt"
+    at.query_params["p"] = "gone.txt#t3"
+    at.run()
+    assert not at.exception
+    assert any("gone.txt" in w.value and "not in the index" in w.value for w in at.warning)
+    assert not any("Cited passage" in m.value for m in at.markdown)
+
+
+def test_tables_show_empty_cells_not_none():
+    rows = _shared.table([{"a": 1, "b": None}, {"a": None, "b": "x", "c": 0.5}])
+    assert rows == [{"a": "1", "b": "", "c": ""}, {"a": "", "b": "x", "c": "0.5"}]
+    assert _shared.table([{"a": 1.0}]) == [{"a": 1.0}]  # a full column keeps its type

@@ -18,7 +18,6 @@ import os
 import re
 import threading
 import unicodedata
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,8 +45,6 @@ def page(name: str, fallback: str):
     return PAGES.get(name, fallback)
 
 
-FORMAT_SUFFIX = {"text": ".txt", "markdown": ".md", "vtt": ".vtt", "srt": ".srt", "json": ".json"}
-
 # --------------------------------------------------------------------------- settings and engine
 
 
@@ -66,13 +63,18 @@ def _key(settings: Settings) -> str:
     return settings.model_dump_json()
 
 
-_ready: "weakref.WeakKeyDictionary[Any, threading.Event]" = weakref.WeakKeyDictionary()
+def warm_up_status(engine):
+    """The shared engine's warm-up (rag.WarmUp): what it is doing, for how long."""
+    return _status.get(id(engine))
 
 
 def engine_ready(engine) -> bool:
-    """Has the background warm-up (model load) finished?"""
-    ev = _ready.get(engine)
-    return ev is None or ev.is_set()
+    """Has the warm-up (model, passages, sentence vectors) finished?"""
+    status = warm_up_status(engine)
+    return status is None or status.ready
+
+
+_status: dict[int, Any] = {}
 
 
 # A question that only makes sense in its place ("Is that a yes or a no?", "Is that correct?")
@@ -105,37 +107,19 @@ def example_candidates(q: str) -> list[str]:
     return out
 
 
-def busy_message(ready: bool, transcripts: dict[str, Any]) -> str:
+def busy_message(status) -> str:
     """What the spinner says while a question is answered: the truth about the wait."""
-    if ready:
+    if status is None or status.ready:
         return "Searching the transcripts…"
-    n = sum(info.n_passages for info in transcripts.values())
-    return f"Getting ready: loading the model and {n:,} passages (once, after the app starts)…"
-
-
-def _warm(engine, done: threading.Event) -> None:
-    """Load the model, the store view and the sentence cache, so the first answer is fast."""
-    try:
-        engine.warm()
-        engine.ask("warm up", llm=False)
-    except RagError:
-        pass  # no store yet / server down: the page says so; the engine reconnects later
-    except Exception:  # never let warming up break the app
-        log.exception("warming up the engine failed")
-    finally:
-        done.set()
+    return status.message
 
 
 @st.cache_resource(show_spinner="Opening the index…", max_entries=8)
 def _engine_for(key: str, _settings: Settings):
-    """One Engine per settings per process. The embedding model (seconds to import on a small
-    machine) loads in a background thread: the page is usable at once, and the first question
-    waits for the model only if it is asked within those seconds."""
-    from rag import Engine
-
-    engine = Engine(_settings)
-    done = _ready.setdefault(engine, threading.Event())
-    threading.Thread(target=_warm, args=(engine, done), name="rag-warm-up", daemon=True).start()
+    """One Engine per settings per process: rag.shared_engine, which `rag ui` creates (and
+    starts warming up) before the server starts, so the first visitor finds it loaded."""
+    engine, status = rag.shared_engine(_settings)
+    _status[id(engine)] = status
     return engine
 
 
@@ -148,9 +132,7 @@ def get_engine(settings: Settings | None = None):
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _ingest_embedder(model: str):
     """A separate embedder for uploads, so ingesting never shares a tokenizer with asking."""
-    from rag._embed import Embedder
-
-    return Embedder(model)
+    return rag.embedder(model)
 
 
 def ingest_embedder(settings: Settings):
@@ -309,6 +291,19 @@ def text_ranges(segments: Sequence[Any], source_ranges: Iterable[tuple[int, int]
     return out
 
 
+def table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for st.dataframe with no "None" cells: a column with a missing value is shown as text,
+    the missing value as an empty cell (the grid would print "None")."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    rows = [{k: r.get(k) for k in keys} for r in rows]
+    holes = {k for r in rows for k, v in r.items() if v is None}
+    for r in rows:
+        for k in holes:
+            v = r.get(k)
+            r[k] = "" if v is None else (f"{v:.3f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v))
+    return rows
+
+
 def html_block(inner: str, cls: str = "rag-block") -> None:
     """Show our (already escaped) HTML. ``st.html`` does not run Markdown and sanitizes again."""
     st.html(f'<div class="{cls}">{inner}</div>')
@@ -332,6 +327,7 @@ mark.rag-hit { background: #9be7ff; color: #111; padding: 0 1px; border-radius: 
 .rag-who { font-weight: 600; font-size: 0.9rem; }
 .rag-who .rag-role, .rag-who .rag-time { font-weight: 400; opacity: 0.7; margin-left: 0.4rem; }
 .rag-intro { font-style: italic; }
+.rag-skip { font-size: 0.8rem; opacity: 0.6; padding: 0 0.6rem; }
 </style>
 """
 
@@ -493,17 +489,6 @@ def conversation_markdown(chat: list[dict[str, Any]], transcripts: dict[str, Any
 # --------------------------------------------------------------------------- transcript view
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def parse_source(tid: str, version: str, fmt: str, _source: str):
-    """Turns of a stored transcript (parsed again from its stored source text, so the offsets
-    are the stored ones); cached per transcript version."""
-    try:
-        return rag.parse_text(_source, tid, FORMAT_SUFFIX.get(fmt))
-    except Exception:  # shown as plain text instead
-        log.exception("could not parse %s for display", tid)
-        return None
-
-
 def transcript_turns_html(
     transcript,
     info,
@@ -523,9 +508,14 @@ def transcript_turns_html(
     cur: list[str] = []
     hits = 0
     needle = search.strip().lower()
+    prev = None
     for turn in transcript.turns:
         if only is not None and turn.index not in only:
             continue
+        skipped = turn.index - prev - 1 if prev is not None and only is None else 0
+        prev = turn.index
+        if skipped > 0:  # turns the index does not hold (procedural remarks): said, not hidden
+            cur.append(f'<div class="rag-skip">{skipped} turn{"s" if skipped > 1 else ""} not indexed</div>')
         text = turn.text
         ranges = [(a, b, "cited") for a, b in text_ranges(turn.segments, cited)]
         ranges += [(a, b, "mark") for a, b in text_ranges(turn.segments, marks)]

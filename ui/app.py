@@ -199,7 +199,7 @@ def answer_question(engine, question: str, transcripts: dict[str, Any], filters:
         # the reader cleared is not carried forward from an earlier question.
         applied = {key: filters.get(key) for key in ("transcript", "speaker", "role")}
         try:
-            busy = ui.busy_message(ui.engine_ready(engine), transcripts)
+            busy = ui.busy_message(ui.warm_up_status(engine))
             with st.spinner(busy):
                 msg["answer"] = _ask(engine, question, history, applied, k, mode)
         except RagError as exc:  # store missing / emptied / unreachable since the page loaded, ...
@@ -215,7 +215,6 @@ def answer_question(engine, question: str, transcripts: dict[str, Any], filters:
 
 
 def sidebar(settings, engine, transcripts: dict[str, Any]):
-    passages = engine.index().passages
     with st.sidebar:
         top = st.container()  # filled after answering, so the download holds the latest answer
         st.subheader("Filters")
@@ -225,12 +224,10 @@ def sidebar(settings, engine, transcripts: dict[str, Any]):
             format_func=lambda t: "All transcripts" if not t else f"{transcripts[t].title} ({t})" if transcripts[t].title != t else t,
         )
         # who answered and who asked: the interviewer's words are in the questions
-        names = sorted({s for p in passages if not tid or p.transcript == tid for s in (p.speaker, p.question_speaker) if s},
-                       key=str.lower)
+        names = engine.speakers(tid or None)
         speaker = st.selectbox("Speaker", [""] + names, key="f_speaker", persist_state="session",
                                format_func=lambda s: s or "Any speaker")
-        roles = sorted({p.role for p in passages if p.role and (not tid or p.transcript == tid)}
-                       | {sp.role for t, info in transcripts.items() if not tid or t == tid for sp in info.speakers if sp.role})
+        roles = engine.roles(tid or None)
         role = st.selectbox("Role", [""] + roles, key="f_role", persist_state="session",
                             format_func=lambda r: r or "Any role")
         st.subheader("Answers")
@@ -267,7 +264,7 @@ def conversation_buttons(slot, transcripts: dict[str, Any]) -> None:
 
 
 def welcome(engine, transcripts: dict[str, Any]) -> None:
-    passages = engine.index().passages
+    passages = engine.passages()
     speakers = {(sp.name or sp.tag) for info in transcripts.values() for sp in info.speakers}
     c1, c2, c3 = st.columns(3)
     c1.metric("Transcripts", len(transcripts))
@@ -283,7 +280,7 @@ def welcome(engine, transcripts: dict[str, Any]) -> None:
     more = f"<li>… and {len(transcripts) - 12} more</li>" if len(transcripts) > 12 else ""
     ui.html_block(f"<ul>{''.join(items)}{more}</ul>", "rag-loaded")
     roles = {(tid, sp.tag): sp.role for tid, info in transcripts.items() for sp in info.speakers}
-    fp = engine.index().fingerprint
+    fp = engine.fingerprint()
     examples = example_questions(fp, passages, roles)
     if examples:
         st.markdown("**Try a question asked in the interviews:**")
