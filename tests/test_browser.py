@@ -242,3 +242,57 @@ def test_hostile_transcript_is_shown_as_text(server, page, tmp_path):
     assert not [u for u in requested if "example.invalid" in u]
     assert page.get_by_test_id("stException").count() == 0
     assert page.errors == []
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 900}, {"width": 390, "height": 844}], ids=["desktop", "mobile"])
+def test_citation_markers_open_their_source(server, browser, viewport, tmp_path):
+    context = browser.new_context(viewport=viewport)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server["url"])
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(server["url"])
+        box = page.get_by_test_id("stChatInputTextArea")
+        box.wait_for()
+        # the chat box has the focus on load: typing goes straight into it
+        page.wait_for_function("() => document.activeElement && document.activeElement.getAttribute('data-testid') === 'stChatInputTextArea'",
+                               timeout=10_000)
+        page.keyboard.type(QUESTION)
+        page.keyboard.press("Enter")
+        message = page.get_by_test_id("stChatMessage").last
+        answer = message.locator(".rag-answer", has_text="Bangladesh")
+        answer.wait_for()
+        quote = re.search(r"“(.+?)”", answer.inner_text()).group(1)
+        link = answer.locator("a.rag-cite").first
+        assert link.inner_text() == "[1]"
+        assert quote[:40] in link.get_attribute("title")  # the hover preview is the quote
+        card = page.locator(f".st-key-{link.get_attribute('data-rag-card')}")  # the source card of [1]
+        assert "[1] Amar Shah (interviewee)" in card.locator("summary").inner_text()
+        mark = card.locator(".rag-card mark.rag-mark").first
+        assert not mark.is_visible()  # collapsed until asked for
+        page.evaluate("() => window.scrollTo(0, 0)")
+        link.click()
+        mark.wait_for(state="visible")
+        assert quote.startswith(mark.inner_text()) and len(mark.inner_text()) > 20
+        page.wait_for_function(
+            """(el) => { const r = el.getBoundingClientRect(); return r.top < window.innerHeight && r.bottom > 0; }""",
+            arg=mark.element_handle(), timeout=10_000,
+        )
+        _save(page, tmp_path, f"citation-{viewport['width']}.png", docs=viewport["width"] == 390)
+        # keyboard: the marker takes the focus with Tab and opens its card with Enter
+        card.locator("summary").click()  # close it again
+        mark.wait_for(state="hidden")
+        link.focus()
+        assert page.evaluate("() => document.activeElement.classList.contains('rag-cite')")
+        page.keyboard.press("Enter")
+        mark.wait_for(state="visible")
+        # the copy button copies the answer with its sources
+        message.locator("button.rag-copy").click()
+        page.wait_for_function("() => document.querySelector('button.rag-copy[data-copied]')")
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+        assert copied.startswith(answer.inner_text().split("[1]")[0].strip()[:60]) and "Sources:" in copied and quote[:40] in copied
+        assert errors == []
+    finally:
+        context.close()

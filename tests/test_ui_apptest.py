@@ -8,6 +8,7 @@ with HTML / script / Markdown payloads staying inert.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import socket
@@ -182,10 +183,17 @@ def test_ask_shows_answer_with_markers_and_source_cards(monkeypatch, seed_store)
     a = msg["answer"]
     assert not a.abstained and a.citations
     [shown] = answer_bodies(at)
-    assert "Bangladesh" in shown and '<sup class="rag-cite">[1]</sup>' in shown
+    assert "Bangladesh" in shown
+    # each marker links to its card, with the quote as its hover text
+    c1 = a.citations[0]
+    link = re.search(rf'<a class="rag-cite" href="#card-{msg["id"]}-1" data-rag-card="card-{msg["id"]}-1" title="([^"]*)"', shown)
+    assert link and html.unescape(link.group(1)) == f"Amar Shah (interviewee): “{c1.quote}”"
+    assert at.expander(key=f"card-{msg['id']}-1")  # the card it opens
+    copy = next(b for b in bodies(at) if b.startswith("<button class=\"rag-copy\"") or b.startswith("<button type=\"button\" class=\"rag-copy\""))
+    assert a.text in html.unescape(copy) and c1.quote in html.unescape(copy)
     cards = [e for e in at.expander if (e.proto.label or "").startswith("\\[1\\]")]
     assert cards and "Amar Shah" in cards[0].proto.label and "interviewee" in cards[0].proto.label
-    card = next(b for b in bodies(at) if "rag-card" in b)
+    card = next(b for b in bodies(at) if "class=\"rag-card\"" in b)
     marked = re.findall(r'<mark class="rag-mark">(.*?)</mark>', card)
     assert marked and "Bangladesh" in " ".join(marked)
     # the quote is highlighted whole: its pieces ("…" between them), each paragraph one mark
@@ -288,8 +296,12 @@ def test_conversation_downloads_as_markdown(monkeypatch, seed_store):
     md = _shared.conversation_markdown(chat(at), Engine(seed_store).transcripts())
     assert md.startswith("# Conversation")
     assert f"## 1. {BANGLADESH}" in md and "## 2. and Uganda?" in md
-    assert a.text in md and f"Quote: “{a.citations[0].quote}”" in md
-    assert "[1] Amar Shah (interviewee) — NHS IMPACT: in conversation with Amar Shah" in md
+    assert f"Quote: “{a.citations[0].quote}”" in md
+    # every [n] of an answer is a link to its own source in the list below it
+    assert a.text.replace("[1]", "[[1]](#source-1-1)") in md.replace("[[2]](#source-1-2)", "[2]").replace("[[3]](#source-1-3)", "[3]")
+    assert '- <a id="source-1-1"></a>[1] Amar Shah (interviewee) — NHS IMPACT: in conversation with Amar Shah' in md
+    for c in a.citations:
+        assert md.count(f"(#source-1-{c.n})") == a.text.count(f"[{c.n}]") and md.count(f'<a id="source-1-{c.n}">') == 1
     assert "Question (PP): " in md and "Understood as: What can we learn from Uganda?" in md
 
 
@@ -364,7 +376,8 @@ def test_hostile_transcript_text_is_shown_literally(monkeypatch, hostile_store):
     ask(at, "What is in the payload file?")
     a = chat(at)[0]["answer"]
     assert a.citations and a.citations[0].passage.transcript == HOSTILE_NAME
-    shown = "".join(bodies(at))
+    assert _shared.PAGE_SCRIPT in bodies(at)  # the page's own script (links, copy, focus), no transcript text
+    shown = "".join(b for b in bodies(at) if b != _shared.PAGE_SCRIPT)
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in shown
     assert "&lt;img src=x onerror=&quot;window.__pwned=1&quot;&gt;" in shown
     assert "![x](http://example.invalid/x.png)" in shown  # st.html: no Markdown, shown as typed
@@ -514,7 +527,8 @@ def test_llm_mode_appears_only_when_configured_and_streams(monkeypatch, seed_sto
     assert msg["mode"] == "llm" and not msg["answer"].notice
     assert msg["answer"].text == reply
     assert fake.prompts and BANGLADESH in fake.prompts[-1][-1].content  # the model was asked
-    assert answer_bodies(at) == ['<div class="rag-answer">' + reply.replace("[1]", '<sup class="rag-cite">[1]</sup>') + "</div>"]
+    [shown] = answer_bodies(at)
+    assert re.sub(r"<sup><a [^>]*>\[1\]</a></sup>", "[1]", shown) == f'<div class="rag-answer">{reply}</div>' and "rag-cite" in shown
     assert [e.proto.label for e in at.expander][0].startswith("\\[1\\] Amar Shah")
 
 

@@ -233,10 +233,90 @@ def _breaks(escaped: str) -> str:
 _CITE = re.compile(r"\[(\d{1,3})\]")
 
 
-def answer_html(text: str) -> str:
-    """An answer's text, escaped, with its [n] markers as small citation badges."""
+def answer_html(text: str, mid: str = "", previews: dict[int, str] | None = None) -> str:
+    """An answer's text, escaped, with its [n] markers as citation links: each opens and scrolls
+    to its source card (``card-<mid>-<n>``, by the page script), is reachable by Tab, and shows
+    the quote on hover (``previews``: n -> "who: “quote”", escaped into the title)."""
     out = _breaks(esc(text))
-    return _CITE.sub(lambda m: f'<sup class="rag-cite">[{m.group(1)}]</sup>', out)
+    previews = previews or {}
+    safe_mid = re.sub(r"[^a-z0-9]", "", mid.lower())
+
+    def link(m: re.Match) -> str:
+        n = int(m.group(1))
+        if not safe_mid or n not in previews:
+            return f'<sup class="rag-cite">[{n}]</sup>'
+        return (f'<sup><a class="rag-cite" href="#card-{safe_mid}-{n}" data-rag-card="card-{safe_mid}-{n}" '
+                f'title="{esc(previews[n])}" aria-label="Source {n}: {esc(previews[n])}">[{n}]</a></sup>')
+
+    return _CITE.sub(link, out)
+
+
+def copy_text(a, transcripts: dict[str, Any]) -> str:
+    """An answer as plain text with its sources, for the copy button."""
+    lines = [a.text]
+    if a.citations:
+        lines += ["", "Sources:"]
+        for c in a.citations:
+            lines.append(f"[{c.n}] {passage_label(c.passage, transcripts, c)}: “{c.quote}”")
+    return "\n".join(lines)
+
+
+def copy_button_html(text: str, key: str) -> str:
+    """A copy button (the page script copies its data-copy text to the clipboard)."""
+    safe = re.sub(r"[^a-z0-9-]", "", key.lower())
+    return (f'<button type="button" class="rag-copy" id="copy-{safe}" data-copy="{esc(text)}" '
+            f'title="Copy the answer with its sources">Copy answer</button>')
+
+
+# The page's own script (no transcript text in it; no '<' so DOMPurify keeps it): [n] links open
+# and scroll to their source card and flash it; copy buttons copy; the chat box gets the focus
+# when the page loads (unless the reader is already somewhere else).
+PAGE_SCRIPT = """<script>(function(){
+if (window.__ragPage) { return; }
+window.__ragPage = 1;
+function openCard(key){
+  var box = document.querySelector('.st-key-' + key);
+  if (!box) { return false; }
+  var d = box.querySelector('details');
+  var s = box.querySelector('summary');
+  if (d && !d.open && s) { s.click(); }
+  box.scrollIntoView({block: 'start', behavior: 'auto'});
+  box.classList.add('rag-flash');
+  box.setAttribute('data-rag-opened', '1');
+  setTimeout(function(){ box.classList.remove('rag-flash'); }, 2000);
+  if (s) { s.focus({preventScroll: true}); }
+  return true;
+}
+function copy(btn){
+  var text = btn.getAttribute('data-copy') || '';
+  function done(){ btn.textContent = 'Copied'; btn.setAttribute('data-copied', '1');
+    setTimeout(function(){ btn.textContent = 'Copy answer'; }, 1500); }
+  function fallback(){ var t = document.createElement('textarea'); t.value = text; document.body.appendChild(t);
+    t.select(); try { document.execCommand('copy'); done(); } catch (e) {} document.body.removeChild(t); }
+  if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text).then(done, fallback); }
+  else { fallback(); }
+}
+document.addEventListener('click', function(ev){
+  var t = ev.target;
+  var a = t && t.closest ? t.closest('a.rag-cite') : null;
+  if (a) { ev.preventDefault(); openCard(a.getAttribute('data-rag-card')); return; }
+  var b = t && t.closest ? t.closest('button.rag-copy') : null;
+  if (b) { ev.preventDefault(); copy(b); }
+}, true);
+var tries = 0;
+function focusChat(){
+  var box = document.querySelector('textarea[data-testid="stChatInputTextArea"]');
+  var here = document.activeElement;
+  if (box && (!here || here === document.body)) { box.focus(); return; }
+  tries += 1;
+  if (!box && tries !== 50) { setTimeout(focusChat, 100); }  // up to 5 s for the box to appear
+}
+focusChat();
+})();</script>"""
+
+
+def page_script() -> None:
+    st.html(PAGE_SCRIPT, unsafe_allow_javascript=True)
 
 
 def marked_html(text: str, ranges: Iterable[tuple[int, int, str]]) -> str:
@@ -313,7 +393,12 @@ CSS = """
 <style>
 .rag-block, .rag-answer, .rag-card, .rag-transcript { line-height: 1.55; overflow-wrap: anywhere; }
 .rag-answer { font-size: 1rem; }
-.rag-cite { font-weight: 600; color: #1c6bd1; margin-left: 1px; }
+.rag-cite { font-weight: 600; color: #1c6bd1; margin-left: 1px; text-decoration: none; border-radius: 3px; padding: 0 1px; }
+a.rag-cite:hover, a.rag-cite:focus-visible { background: rgba(28, 107, 209, 0.14); outline: 2px solid #1c6bd1; outline-offset: 1px; }
+.rag-flash { outline: 2px solid #f0b400; border-radius: 0.5rem; transition: outline-color 0.6s; }
+button.rag-copy { font-size: 0.8rem; padding: 0.1rem 0.6rem; border: 1px solid rgba(128,128,128,.5); border-radius: 0.4rem;
+  background: transparent; color: inherit; cursor: pointer; }
+button.rag-copy:hover, button.rag-copy:focus-visible { border-color: #1c6bd1; color: #1c6bd1; }
 .rag-meta { font-size: 0.85rem; opacity: 0.8; margin-bottom: 0.2rem; }
 .rag-q { font-size: 0.92rem; margin: 0.35rem 0; padding: 0.3rem 0.6rem; border-left: 3px solid rgba(128,128,128,.45); opacity: .9; }
 .rag-label { font-weight: 600; }
@@ -453,6 +538,12 @@ def conversation_markdown(chat: list[dict[str, Any]], transcripts: dict[str, Any
     asked) and the quoted sentences. A download, not rendered by the app."""
     lines = [f"# Conversation — {datetime.now().strftime('%Y-%m-%d %H:%M')}", ""]
     for i, m in enumerate(chat, 1):
+        a = m.get("answer")
+        if a is not None and a.citations:  # each [n] links to its source below: #source-<question>-<n>
+            ns = {c.n for c in a.citations}
+            text = _CITE.sub(lambda x: f"[[{x.group(1)}]](#source-{i}-{x.group(1)})" if int(x.group(1)) in ns else x.group(0), a.text)
+        else:
+            text = a.text if a is not None else ""
         lines += [f"## {i}. {m['question']}", ""]
         a = m.get("answer")
         if a is None:
@@ -460,7 +551,7 @@ def conversation_markdown(chat: list[dict[str, Any]], transcripts: dict[str, Any
             continue
         if a.resolved_question and a.resolved_question != a.question:
             lines += [f"_Understood as: {a.resolved_question}_", ""]
-        lines += [a.text, ""]
+        lines += [text, ""]
         if a.citations:
             lines += ["**Sources**", ""]
             for c in a.citations:
@@ -469,7 +560,7 @@ def conversation_markdown(chat: list[dict[str, Any]], transcripts: dict[str, Any
                 title = info.title if info else p.title or p.transcript
                 date = (info.date if info else p.date) or ""
                 head = f"[{c.n}] {passage_label(p, transcripts, c).split(' — ')[0]} — {title}" + (f", {date}" if date else "")
-                lines.append(f"- {head} (`{p.chunk_id}`, characters {p.start_char}–{p.end_char})")
+                lines.append(f'- <a id="source-{i}-{c.n}"></a>{head} (`{p.chunk_id}`, characters {p.start_char}–{p.end_char})')
                 if p.question:
                     qs = speaker_lookup(transcripts).get((p.transcript, p.question_speaker))
                     asker = qs.name if qs is not None else p.question_speaker

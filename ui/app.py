@@ -134,7 +134,8 @@ def render_answer(msg: dict[str, Any], transcripts: dict[str, Any]) -> None:
         if msg.get("help"):
             st.caption(ui.md_escape(msg["help"]))
         return
-    ui.html_block(ui.answer_html(a.text), "rag-answer")
+    previews = {c.n: f"{ui.passage_label(c.passage, transcripts, c).split(' — ')[0]}: “{c.quote}”" for c in a.citations}
+    ui.html_block(ui.answer_html(a.text, mid, previews), "rag-answer")
     if a.resolved_question and a.resolved_question != a.question:
         st.caption("Understood as: " + ui.md_escape(a.resolved_question))
     if a.notice:
@@ -156,6 +157,7 @@ def render_answer(msg: dict[str, Any], transcripts: dict[str, Any]) -> None:
     if msg.get("filters"):
         bits.append("filters: " + ", ".join(f"{k}={v}" for k, v in msg["filters"].items()))
     st.caption(ui.md_escape(" · ".join(b for b in bits if b)))
+    st.html(ui.copy_button_html(ui.copy_text(a, transcripts), mid))
     st.feedback("thumbs", key=f"fb-{mid}", on_change=_on_feedback, args=(mid,), persist_state="session")
 
 
@@ -292,6 +294,7 @@ def welcome(engine, transcripts: dict[str, Any]) -> None:
 
 def chat_page() -> None:
     ui.inject_css()
+    ui.page_script()
     st.title("Ask the interviews")
     settings, engine, transcripts = ui.engine_and_store()
     filters, k, mode, top = sidebar(settings, engine, transcripts)
