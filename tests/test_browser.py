@@ -296,3 +296,28 @@ def test_citation_markers_open_their_source(server, browser, viewport, tmp_path)
         assert errors == []
     finally:
         context.close()
+
+
+def test_a_reload_keeps_the_conversation(server, page, tmp_path):
+    page.goto(server["url"])
+    _ask(page, QUESTION)
+    answer = page.locator(".rag-answer", has_text="Bangladesh").first
+    answer.wait_for()
+    shown = answer.inner_text()
+    page.wait_for_url(re.compile(r"[?&]c=[0-9a-f]+"))
+    assert any(c["name"] == "rag_browser" for c in page.context.cookies())  # this browser's id
+    page.reload()
+    again = page.locator(".rag-answer", has_text="Bangladesh").first
+    again.wait_for()
+    assert again.inner_text() == shown
+    assert page.locator(".rag-question", has_text=QUESTION).count() == 1
+    # a new chat; the first one is listed in the sidebar and opens again, also after a reload
+    page.get_by_role("button", name="New chat").click()
+    page.locator(".rag-answer").first.wait_for(state="detached")
+    page.goto(server["url"])  # a new visit (no conversation in the address), same browser
+    earlier = page.locator('[class*="st-key-conv-"] button', has_text=QUESTION).first
+    earlier.wait_for()
+    earlier.click()
+    page.locator(".rag-answer", has_text="Bangladesh").first.wait_for()
+    assert page.get_by_test_id("stException").count() == 0
+    assert page.errors == []

@@ -377,7 +377,9 @@ def test_hostile_transcript_text_is_shown_literally(monkeypatch, hostile_store):
     a = chat(at)[0]["answer"]
     assert a.citations and a.citations[0].passage.transcript == HOSTILE_NAME
     assert _shared.PAGE_SCRIPT in bodies(at)  # the page's own script (links, copy, focus), no transcript text
-    shown = "".join(b for b in bodies(at) if b != _shared.PAGE_SCRIPT)
+    ours = [b for b in bodies(at) if b == _shared.PAGE_SCRIPT or re.fullmatch(
+        r"<script>document\.cookie='rag_browser=[0-9a-f]{32}; path=/; max-age=31536000; SameSite=Lax';</script>", b)]
+    shown = "".join(b for b in bodies(at) if b not in ours)
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in shown
     assert "&lt;img src=x onerror=&quot;window.__pwned=1&quot;&gt;" in shown
     assert "![x](http://example.invalid/x.png)" in shown  # st.html: no Markdown, shown as typed
@@ -674,3 +676,90 @@ def test_tables_show_empty_cells_not_none():
     rows = _shared.table([{"a": 1, "b": None}, {"a": None, "b": "x", "c": 0.5}])
     assert rows == [{"a": "1", "b": "", "c": ""}, {"a": "", "b": "x", "c": "0.5"}]
     assert _shared.table([{"a": 1.0}]) == [{"a": 1.0}]  # a full column keeps its type
+
+
+# --------------------------------------------------------------------------- conversations on disk
+
+BROWSER = "0123456789abcdef0123456789abcdef"
+
+
+def start_as(monkeypatch, settings, browser: str = BROWSER, conversation: str | None = None) -> AppTest:
+    """The app as a browser with this id (its cookie) opens it, at ?c=<conversation> if given."""
+    monkeypatch.setenv("RAG_STORE", str(settings.store))
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.session_state["browser_id"] = browser
+    if conversation:
+        at.query_params["c"] = conversation
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_conversation_survives_a_reload_and_can_be_reopened_renamed_deleted(monkeypatch, seed_store, tmp_path):
+    from rag import load_settings
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(seed_store.store, store)
+    s = load_settings(store=store)
+    at = start_as(monkeypatch, s)
+    ask(at, BANGLADESH)
+    ask(at, "and Uganda?")
+    cid = at.query_params["c"][0] if isinstance(at.query_params["c"], list) else at.query_params["c"]
+    folder = store / "conversations" / BROWSER
+    assert [p.name for p in folder.iterdir()] == [f"{cid}.json"]  # no temporary file left behind
+    before = [(m["question"], m["answer"].text, [c.quote for c in m["answer"].citations]) for m in chat(at)]
+
+    # a reload: a new session at the same address shows the same conversation, cards and all
+    again = start_as(monkeypatch, s, conversation=cid)
+    assert [(m["question"], m["answer"].text, [c.quote for c in m["answer"].citations]) for m in chat(again)] == before
+    assert len(answer_bodies(again)) == 2 and view_buttons(again)
+    assert not [b for b in again.button if (b.key or "").startswith("example-")]
+    # ... and a follow-up still follows on from it
+    ask(again, "Who said that?")
+    assert chat(again)[-1]["answer"] is not None and len(chat(again)) == 3
+
+    # a new chat; the earlier one is listed and opens again
+    again.button(key="new_chat").click().run()
+    assert chat(again) == []
+    ask(again, "What is Q?")
+    listed = [b for b in again.button if (b.key or "").startswith("conv-")]
+    assert {b.key for b in listed} == {f"conv-{cid}", f"conv-{again.session_state['conv_id']}"}
+    assert any(b.label.replace("\\", "") == BANGLADESH for b in listed)  # named after its first question
+    again.button(key=f"conv-{cid}").click().run()
+    assert [m["question"] for m in chat(again)] == [BANGLADESH, "and Uganda?", "Who said that?"]
+
+    # rename, then delete
+    again.text_input(key="conv_rename").input("Bangladesh and Uganda").run()
+    assert json.loads((folder / f"{cid}.json").read_text())["title"] == "Bangladesh and Uganda"
+    assert again.button(key=f"conv-{cid}").label == "▸ Bangladesh and Uganda"
+    again.button(key="conv_delete").click().run()
+    assert not (folder / f"{cid}.json").exists() and chat(again) == []
+    assert f"conv-{cid}" not in {b.key for b in again.button}
+
+    # another browser sees none of it
+    other = start_as(monkeypatch, s, browser="fedcba9876543210fedcba9876543210")
+    assert not [b for b in other.button if (b.key or "").startswith("conv-")]
+
+
+def test_a_damaged_conversation_file_is_named_and_skipped(monkeypatch, seed_store, tmp_path):
+    from rag import load_settings
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(seed_store.store, store)
+    s = load_settings(store=store)
+    at = start_as(monkeypatch, s)
+    ask(at, BANGLADESH)
+    folder = store / "conversations" / BROWSER
+    [good] = folder.iterdir()
+    (folder / "aaaaaaaaaaaaaaaa.json").write_text('{"format": 1, "messages": [{"question": ', encoding="utf-8")
+    (folder / "bbbbbbbbbbbbbbbb.json").write_bytes(b"\xff\xfe\x00 not json")
+    at = start_as(monkeypatch, s, conversation="aaaaaaaaaaaaaaaa")
+    assert any("could not be read" in w.value for w in at.warning)  # said, and a new chat instead
+    assert chat(at) == []
+    skipped = " ".join(c.value.replace("\\", "") for c in at.caption)
+    assert "Skipped 2 unreadable conversation file(s)" in skipped and "aaaaaaaaaaaaaaaa.json" in skipped
+    assert f"conv-{good.stem}" in {b.key for b in at.button}  # the good one is still listed
+    ask(at, "What is Q?")  # and the app works on
+    assert len(chat(at)) == 1
