@@ -427,6 +427,9 @@ def chat_page() -> None:
     ui.page_script()
     st.title("Ask the interviews")
     settings, engine, transcripts = ui.engine_and_store()
+    status = ui.warm_up_status(engine)
+    if status is not None and not status.ready:  # what the wait is, truthfully (rag ui starts it at launch)
+        st.caption(ui.md_escape(status.message), help="The first answer waits for this; later ones do not.")
     open_conversation(settings)
     filters, k, mode, top = sidebar(settings, engine, transcripts)
     # no max_chars on the box: a longer paste would be dropped by the browser without a word;
