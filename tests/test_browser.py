@@ -1,7 +1,8 @@
 """The app in a real browser: `streamlit run ui/app.py` on 127.0.0.1, driven by Playwright with
 Debian's headless chromium (Playwright's own browsers are not downloaded).
 
-Screenshots go to each test's tmp_path. To refresh docs/screenshots/chat.png and transcript.png run
+Screenshots go to each test's tmp_path. To refresh docs/screenshots/ (chat.png, transcript.png,
+chat-mobile.png at 390x844) run
 ``RAG_SAVE_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest tests/test_browser.py``.
 """
 
@@ -121,7 +122,9 @@ def _save(page, tmp_path: Path, name: str, *, docs: bool = False) -> Path:
     if SAVE_TO and docs:
         dest = Path(SAVE_TO) if Path(SAVE_TO).is_absolute() else ROOT / SAVE_TO
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, dest / name)
+        from PIL import Image  # a 128-colour palette: a third of the size, the text as sharp
+
+        Image.open(path).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(dest / name, optimize=True)
     return path
 
 
@@ -280,7 +283,8 @@ def test_citation_markers_open_their_source(server, browser, viewport, tmp_path)
             """(el) => { const r = el.getBoundingClientRect(); return r.top < window.innerHeight && r.bottom > 0; }""",
             arg=mark.element_handle(), timeout=10_000,
         )
-        _save(page, tmp_path, f"citation-{viewport['width']}.png", docs=viewport["width"] == 390)
+        mobile = viewport["width"] == 390
+        _save(page, tmp_path, "chat-mobile.png" if mobile else "citation.png", docs=mobile)
         # keyboard: the marker takes the focus with Tab and opens its card with Enter
         card.locator("summary").click()  # close it again
         mark.wait_for(state="hidden")
