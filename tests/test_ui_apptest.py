@@ -763,3 +763,15 @@ def test_a_damaged_conversation_file_is_named_and_skipped(monkeypatch, seed_stor
     assert f"conv-{good.stem}" in {b.key for b in at.button}  # the good one is still listed
     ask(at, "What is Q?")  # and the app works on
     assert len(chat(at)) == 1
+
+
+def test_a_stored_answer_reads_back_equal(seed_store):
+    import _conversations as conv
+    from rag import Engine
+
+    engine = Engine(seed_store)
+    first = engine.ask(BANGLADESH, llm=False)
+    a = engine.ask("and Uganda?", history=[first], llm=False)
+    assert a.citations and a.retrieved and a.resolved_question
+    back = conv.answer_from_dict(json.loads(json.dumps(conv.answer_to_dict(a))))
+    assert back == a  # every field, the passages with their segments

@@ -66,29 +66,29 @@ def _passage_from(d: dict[str, Any]) -> Passage:
     return Passage(**d)
 
 
+# every field of an Answer / Citation is kept (a field added to rag later is kept too, a field
+# dropped since is ignored on reading); passages are stored whole
+_ANSWER_FIELDS = [f.name for f in dataclasses.fields(Answer) if f.name not in ("citations", "retrieved")]
+_CITATION_FIELDS = [f.name for f in dataclasses.fields(Citation) if f.name not in ("passage", "highlights")]
+
+
 def answer_to_dict(a: Answer) -> dict[str, Any]:
-    return {
-        "question": a.question, "text": a.text, "abstained": a.abstained, "notice": a.notice,
-        "resolved_question": a.resolved_question, "timings_ms": a.timings_ms, "filters": a.filters,
-        "evidence": a.evidence, "speakers": a.speakers,
-        "citations": [
-            {"n": c.n, "quote": c.quote, "highlights": [list(h) for h in c.highlights], "speaker": c.speaker,
-             "role": c.role, "field": c.field, "passage": _passage(c.passage)}
-            for c in a.citations
-        ],
-        "retrieved": [{"rank": r.rank, "score": float(r.score), "passage": _passage(r.passage)} for r in a.retrieved],
-    }
+    d = {k: getattr(a, k) for k in _ANSWER_FIELDS}
+    d["citations"] = [
+        {**{k: getattr(c, k) for k in _CITATION_FIELDS}, "highlights": [list(h) for h in c.highlights],
+         "passage": _passage(c.passage)}
+        for c in a.citations
+    ]
+    d["retrieved"] = [{"rank": r.rank, "score": float(r.score), "passage": _passage(r.passage)} for r in a.retrieved]
+    return d
 
 
 def answer_from_dict(d: dict[str, Any]) -> Answer:
     return Answer(
-        question=d["question"], text=d["text"], abstained=bool(d["abstained"]), notice=d.get("notice", ""),
-        resolved_question=d.get("resolved_question", ""), timings_ms=dict(d.get("timings_ms", {})),
-        filters=dict(d.get("filters", {})), evidence=float(d.get("evidence", 0.0)), speakers=list(d.get("speakers", [])),
+        **{k: v for k, v in d.items() if k in _ANSWER_FIELDS},
         citations=[
-            Citation(n=int(c["n"]), passage=_passage_from(c["passage"]), quote=c["quote"],
-                     highlights=[tuple(h) for h in c["highlights"]], speaker=c.get("speaker", ""),
-                     role=c.get("role", ""), field=c.get("field", "text"))
+            Citation(**{k: v for k, v in c.items() if k in _CITATION_FIELDS},
+                     passage=_passage_from(c["passage"]), highlights=[tuple(h) for h in c["highlights"]])
             for c in d.get("citations", [])
         ],
         retrieved=[Retrieved(passage=_passage_from(r["passage"]), score=float(r["score"]), rank=int(r["rank"]))
@@ -129,7 +129,7 @@ def _write_atomic(path: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".conv-", suffix=".part")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False)
+            json.dump(data, fh, ensure_ascii=False, default=str)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

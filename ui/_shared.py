@@ -280,7 +280,13 @@ function openCard(key){
   var d = box.querySelector('details');
   var s = box.querySelector('summary');
   if (d && !d.open && s) { s.click(); }
-  box.scrollIntoView({block: 'start', behavior: 'auto'});
+  function show(){  // the quote (its first highlighted sentence) in the middle of the screen
+    var m = box.querySelector('mark.rag-mark');
+    (m || box).scrollIntoView({block: m ? 'center' : 'start', behavior: 'auto'});
+  }
+  show();
+  // again while the card opens (Streamlit keeps a chat scrolled to its end as it grows)
+  setTimeout(show, 150); setTimeout(show, 450); setTimeout(show, 900);
   box.classList.add('rag-flash');
   box.setAttribute('data-rag-opened', '1');
   setTimeout(function(){ box.classList.remove('rag-flash'); }, 2000);
