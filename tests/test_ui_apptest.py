@@ -775,3 +775,28 @@ def test_a_stored_answer_reads_back_equal(seed_store):
     assert a.citations and a.retrieved and a.resolved_question
     back = conv.answer_from_dict(json.loads(json.dumps(conv.answer_to_dict(a))))
     assert back == a  # every field, the passages with their segments
+
+
+def test_a_failed_write_leaves_the_old_conversation_whole(seed_store, tmp_path, monkeypatch):
+    import _conversations as conv
+    from rag import Engine, load_settings
+
+    s = load_settings(store=tmp_path / "store")
+    a = Engine(seed_store).ask(BANGLADESH, llm=False)
+    chat = [{"id": "m1", "question": BANGLADESH, "answer": a}]
+    conv.save(s, BROWSER, "0123abcd0123abcd", chat)
+    path = tmp_path / "store" / "conversations" / BROWSER / "0123abcd0123abcd.json"
+    before = path.read_bytes()
+
+    def dies_half_way(data, fh, **kw):
+        fh.write('{"format": 1, "messages": [')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(conv.json, "dump", dies_half_way)
+    with pytest.raises(OSError):
+        conv.save(s, BROWSER, "0123abcd0123abcd", chat + chat)
+    assert path.read_bytes() == before  # the old version, whole
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    monkeypatch.undo()
+    title, messages = conv.load(s, BROWSER, "0123abcd0123abcd")
+    assert title == BANGLADESH and messages[0]["answer"] == a
