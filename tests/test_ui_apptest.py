@@ -730,7 +730,8 @@ def test_a_conversation_survives_a_reload_and_can_be_reopened_renamed_deleted(mo
     assert [m["question"] for m in chat(again)] == [BANGLADESH, "and Uganda?", "Who said that?"]
 
     # rename, then delete
-    again.text_input(key="conv_rename").input("Bangladesh and Uganda").run()
+    assert again.text_input(key=f"conv_rename-{cid}").value == BANGLADESH  # the open one's name
+    again.text_input(key=f"conv_rename-{cid}").input("Bangladesh and Uganda").run()
     assert json.loads((folder / f"{cid}.json").read_text())["title"] == "Bangladesh and Uganda"
     assert again.button(key=f"conv-{cid}").label == "▸ Bangladesh and Uganda"
     again.button(key="conv_delete").click().run()

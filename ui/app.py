@@ -140,13 +140,14 @@ def _switch_to(cid: str) -> None:
     st.query_params["c"] = cid
 
 
-def _rename() -> None:
-    title = " ".join(st.session_state.get("conv_rename", "").split())
+def _rename(cid: str) -> None:
+    title = " ".join(st.session_state.get(f"conv_rename-{cid}", "").split())
     if not title:
         return
     try:
-        conv.rename(ui.get_settings(), browser_id(), st.session_state["conv_id"], title)
-        st.session_state["conv_title"] = title
+        conv.rename(ui.get_settings(), browser_id(), cid, title)
+        if st.session_state.get("conv_id") == cid:
+            st.session_state["conv_title"] = title
     except (conv.Unreadable, OSError) as exc:
         st.toast(f"Could not rename the conversation: {ui.md_escape(exc)}")
 
@@ -388,8 +389,8 @@ def conversations(settings) -> None:
                 item(c)
     if any(c.id == current for c in items):
         with st.popover("Rename or delete", icon=":material/edit:", width="stretch"):
-            st.text_input("Name", value=st.session_state.get("conv_title", ""), key="conv_rename", on_change=_rename,
-                          max_chars=200)
+            st.text_input("Name", value=st.session_state.get("conv_title", ""), key=f"conv_rename-{current}",
+                          on_change=_rename, args=(current,), max_chars=200)
             st.button("Delete this conversation", key="conv_delete", on_click=_delete, icon=":material/delete:")
     if bad:
         st.caption(ui.md_escape(f"Skipped {len(bad)} unreadable conversation file(s): " + "; ".join(bad)))
