@@ -68,12 +68,6 @@ def warm_up_status(engine):
     return _status.get(id(engine))
 
 
-def engine_ready(engine) -> bool:
-    """Has the warm-up (model, passages, sentence vectors) finished?"""
-    status = warm_up_status(engine)
-    return status is None or status.ready
-
-
 _status: dict[int, Any] = {}
 
 
