@@ -182,6 +182,9 @@ def load(settings: Settings, browser: str, cid: str) -> tuple[str, list[dict[str
         raise Unreadable(f"{path.name}: {type(exc).__name__}: {exc}") from exc
 
 
+_summaries: dict[tuple[str, int, int], Summary | str] = {}
+
+
 def listing(settings: Settings, browser: str) -> tuple[list[Summary], list[str]]:
     """This browser's conversations, most recent first, and the files that could not be read."""
     out: list[Summary] = []
@@ -195,11 +198,25 @@ def listing(settings: Settings, browser: str) -> tuple[list[Summary], list[str]]
             bad.append(f"{path.name}: not a conversation file name")
             continue
         try:
-            data = _read(path)
-            out.append(Summary(path.stem, str(data.get("title") or "Untitled"), float(data.get("updated", 0.0)),
-                               len(data["messages"])))
-        except (Unreadable, TypeError, ValueError) as exc:
-            bad.append(str(exc))
+            st = path.stat()
+        except OSError:
+            continue  # deleted meanwhile
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        found = _summaries.get(key)
+        if found is None:  # read once per version of the file (the sidebar lists on every rerun)
+            try:
+                data = _read(path)
+                found = Summary(path.stem, str(data.get("title") or "Untitled"), float(data.get("updated", 0.0)),
+                                len(data["messages"]))
+            except (Unreadable, TypeError, ValueError) as exc:
+                found = str(exc)
+            if len(_summaries) > 10000:
+                _summaries.clear()
+            _summaries[key] = found
+        if isinstance(found, Summary):
+            out.append(found)
+        else:
+            bad.append(found)
     out.sort(key=lambda s: -s.updated)
     return out, bad
 
