@@ -20,14 +20,26 @@ from ._errors import (
 )
 from ._ingest import FileResult, IngestReport, ingest
 from ._parse import parse_bytes, parse_text
-from ._records import Answer, Citation, Passage, Retrieved, Speaker, Transcript, Turn
+from ._library import (
+    WarmUp,
+    baselines,
+    embedder,
+    evaluate,
+    load_questions,
+    metric_keys,
+    retrieval_keys,
+    shared_engine,
+    transcript_as_indexed,
+)
+from ._records import Answer, Citation, Passage, Retrieved, Segment, Speaker, Transcript, Turn
 from ._settings import Settings, load_settings
 
 __all__ = [
     "Answer", "Citation", "ConfigError", "Engine", "FileResult", "IngestLockedError", "IngestReport",
-    "Passage", "QuestionSetError", "RagError", "Retrieved", "Settings", "Speaker", "StoreError",
-    "StoreMissingError", "StoreUnavailableError", "Transcript", "TranscriptError", "Turn", "ingest",
-    "load_settings", "parse_bytes", "parse_text",
+    "Passage", "QuestionSetError", "RagError", "Retrieved", "Segment", "Settings", "Speaker", "StoreError",
+    "StoreMissingError", "StoreUnavailableError", "Transcript", "TranscriptError", "Turn", "WarmUp", "baselines",
+    "embedder", "evaluate", "ingest", "load_questions", "load_settings", "metric_keys", "parse_bytes", "parse_text",
+    "retrieval_keys", "shared_engine", "transcript_as_indexed",
 ]
 
 

@@ -465,6 +465,45 @@ class Engine:
             self._chat_model = make_chat_model(self.settings)
         return self._chat_model
 
+    # ------------------------------------------------------------------ for applications (public)
+
+    def passages(self, transcript: str | None = None) -> list[Passage]:
+        """The indexed passages (of one transcript), in store order."""
+        ps = self.index().passages
+        return list(ps) if transcript is None else [p for p in ps if p.transcript == transcript]
+
+    def passage(self, chunk_id: str) -> Passage | None:
+        """The indexed passage with this id, or None."""
+        index = self.index()
+        i = index.by_chunk.get(chunk_id)
+        return index.passages[i] if i is not None else None
+
+    def fingerprint(self) -> str:
+        """Changes whenever the store's content changes (for caching what is derived from it)."""
+        return self.index().fingerprint
+
+    def speakers(self, transcript: str | None = None) -> list[str]:
+        """Everyone who answers or asks in the indexed passages (of one transcript), by name."""
+        names = {s for p in self.passages(transcript) for s in (p.speaker, p.question_speaker) if s}
+        return sorted(names, key=str.lower)
+
+    def roles(self, transcript: str | None = None) -> list[str]:
+        """The speaker roles present (interviewer, interviewee, other) in the store or one transcript."""
+        infos = self.transcripts()
+        roles = {p.role for p in self.passages(transcript) if p.role}
+        roles |= {sp.role for t, info in infos.items() if transcript in (None, t) for sp in info.speakers if sp.role}
+        return sorted(roles)
+
+    def transcript(self, transcript: str):
+        """The transcript as indexed: its turns rebuilt from the stored passages and their source
+        offsets (rag.transcript_as_indexed), ``text`` the stored source. KeyError if absent."""
+        from ._library import transcript_as_indexed
+
+        infos = self.transcripts()
+        if transcript not in infos:
+            raise KeyError(transcript)
+        return transcript_as_indexed(transcript, self.passages(transcript), infos[transcript], self.source_text(transcript))
+
 
 def _exact_dense(index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any]) -> list[tuple[int, float]]:
     """Exact nearest passages from the in-memory vectors, among those passing the filters."""

@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(p)
 
-    p = sub.add_parser("ui", help="start the chat app in the browser", description="Start the Streamlit chat app.")
+    p = sub.add_parser("ui", help="start the chat app in the browser", description="Start the Streamlit chat app. Streamlit runs in this process, and the model and the passages "
+                       "load as it starts, before the first visit (it prints 'rag: ready: N passages ...').")
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
@@ -389,46 +390,46 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     if not app.exists():
         raise RagError(f"the app is missing at {app}", "Reinstall the project from its checkout.")
-    env = dict(os.environ)
-    env.update(
-        {
-            "RAG_STORE": str(settings.store.resolve()),
-            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-        }
-    )
+    os.environ["RAG_STORE"] = str(settings.store.resolve())
+    os.environ["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
     if settings.chroma_url:
-        env["RAG_CHROMA_URL"] = settings.chroma_url
-    env["RAG_MODEL"] = settings.model
+        os.environ["RAG_CHROMA_URL"] = settings.chroma_url
+    os.environ["RAG_MODEL"] = settings.model
+    url = f"http://{args.host}:{args.port}"
+    print(f"rag: starting the chat app on http://{safe(args.host)}:{args.port} (Ctrl+C to stop)", file=sys.stderr, flush=True)
+
+    # Streamlit runs in this process, so the engine warmed up here, now, is the one the app uses:
+    # the first visitor finds the model and the passages loaded (rag.shared_engine).
+    from ._library import shared_engine
+    from ._settings import load_settings
+
+    def said(status) -> None:
+        if status.error:
+            print(f"rag: the index is not loaded yet: {safe(status.error)}", file=sys.stderr, flush=True)
+        else:
+            print(f"rag: ready: {status.passages:,} passages of {status.transcripts:,} transcript(s) loaded in "
+                  f"{status.seconds:.1f} s", file=sys.stderr, flush=True)
+
+    shared_engine(load_settings(), on_ready=said)  # the settings the app reads from this environment
+    print("rag: loading the model and the passages in the background…", file=sys.stderr, flush=True)
     # Headless always: on a machine where Streamlit never ran, a non-headless start stops at its
     # "Welcome to Streamlit! ... Email:" prompt (and exits 255 with no terminal). The browser is
     # opened here instead, once the server answers, when there is a screen to open it on.
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", str(app),
-        "--server.port", str(args.port), "--server.address", args.host,
-        "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
-        "--server.headless", "true",
-    ]
-    url = f"http://{args.host}:{args.port}"
-    print(f"rag: starting the chat app on http://{safe(args.host)}:{args.port} (Ctrl+C to stop)", file=sys.stderr)
-    import subprocess
+    flags = {
+        "server_port": args.port, "server_address": args.host, "server_headless": True,
+        "browser_gatherUsageStats": False, "client_showErrorDetails": "none",
+    }
     import threading
 
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
-    import signal
+    from streamlit import config as st_config
+    from streamlit.web import bootstrap
 
-    # stopping `rag ui` stops the app with it (a service manager sends SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: (proc.terminate(), sys.exit(143)))
+    st_config._main_script_path = str(app)  # so ui/.streamlit/config.toml applies, as with `streamlit run`
+    bootstrap.load_config_options(flag_options=flags)
     if not args.headless and not os.environ.get("CI") and _has_screen():
-        threading.Thread(target=_open_when_up, args=(url, proc), daemon=True).start()
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        return 130
+        threading.Thread(target=_open_when_up, args=(url,), daemon=True).start()
+    bootstrap.run(str(app), False, [], flags)  # until Ctrl+C or SIGTERM
+    return 0
 
 
 def _has_screen() -> bool:
@@ -437,14 +438,14 @@ def _has_screen() -> bool:
     return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _open_when_up(url: str, proc, wait_s: float = 120.0) -> None:
+def _open_when_up(url: str, wait_s: float = 120.0) -> None:
     """Open the app in the user's browser as soon as the server answers its health check."""
     import time
     import urllib.request
     import webbrowser
 
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                 if r.status == 200:

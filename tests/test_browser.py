@@ -1,7 +1,8 @@
 """The app in a real browser: `streamlit run ui/app.py` on 127.0.0.1, driven by Playwright with
 Debian's headless chromium (Playwright's own browsers are not downloaded).
 
-Screenshots go to each test's tmp_path. To refresh docs/screenshots/chat.png and transcript.png run
+Screenshots go to each test's tmp_path. To refresh docs/screenshots/ (chat.png, transcript.png,
+chat-mobile.png at 390x844) run
 ``RAG_SAVE_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest tests/test_browser.py``.
 """
 
@@ -121,7 +122,9 @@ def _save(page, tmp_path: Path, name: str, *, docs: bool = False) -> Path:
     if SAVE_TO and docs:
         dest = Path(SAVE_TO) if Path(SAVE_TO).is_absolute() else ROOT / SAVE_TO
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, dest / name)
+        from PIL import Image  # a 128-colour palette: a third of the size, the text as sharp
+
+        Image.open(path).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(dest / name, optimize=True)
     return path
 
 
@@ -129,6 +132,17 @@ def _ask(page, question: str):
     box = page.get_by_test_id("stChatInputTextArea")
     box.fill(question)
     box.press("Enter")
+
+
+def _visible_in_viewport(page, locator) -> bool:
+    """Is the element on screen, not hidden behind the chat box at the bottom?"""
+    return page.evaluate(
+        """(el) => { const r = el.getBoundingClientRect();
+        const box = document.querySelector('[data-testid="stBottom"]');
+        const bottom = box ? box.getBoundingClientRect().top : window.innerHeight;
+        return r.top >= 0 && r.top < bottom; }""",
+        locator.element_handle(),
+    )
 
 
 def _in_view(page, selector: str) -> bool:
@@ -240,5 +254,87 @@ def test_hostile_transcript_is_shown_as_text(server, page, tmp_path):
     assert page.locator("a[href^='javascript']").count() == 0
     assert page.locator("b:text-is('Mallory'), b:text-is('tag'), strong:text-is('bold')").count() == 0
     assert not [u for u in requested if "example.invalid" in u]
+    assert page.get_by_test_id("stException").count() == 0
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 900}, {"width": 390, "height": 844}], ids=["desktop", "mobile"])
+def test_citation_markers_open_their_source(server, browser, viewport, tmp_path):
+    context = browser.new_context(viewport=viewport)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server["url"])
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(server["url"])
+        box = page.get_by_test_id("stChatInputTextArea")
+        box.wait_for()
+        # the chat box has the focus on load: typing goes straight into it
+        page.wait_for_function("() => document.activeElement && document.activeElement.getAttribute('data-testid') === 'stChatInputTextArea'",
+                               timeout=10_000)
+        page.keyboard.type(QUESTION)
+        page.keyboard.press("Enter")
+        message = page.get_by_test_id("stChatMessage").last
+        answer = message.locator(".rag-answer", has_text="Bangladesh")
+        answer.wait_for()
+        quote = re.search(r"“(.+?)”", answer.inner_text()).group(1)
+        link = answer.locator("a.rag-cite").first
+        assert link.inner_text() == "[1]"
+        assert quote[:40] in link.get_attribute("title")  # the hover preview is the quote
+        card = page.locator(f".st-key-{link.get_attribute('data-rag-card')}")  # the source card of [1]
+        assert "[1] Amar Shah (interviewee)" in card.locator("summary").inner_text()
+        mark = card.locator(".rag-card mark.rag-mark").first
+        assert not mark.is_visible()  # collapsed until asked for
+        page.evaluate("() => window.scrollTo(0, 0)")
+        link.click()
+        mark.wait_for(state="visible")
+        assert quote.startswith(mark.inner_text()) and len(mark.inner_text()) > 20
+        page.wait_for_function(
+            """(el) => { const r = el.getBoundingClientRect(); return r.top < window.innerHeight && r.bottom > 0; }""",
+            arg=mark.element_handle(), timeout=10_000,
+        )
+        mobile = viewport["width"] == 390
+        page.wait_for_timeout(1200)  # the card has opened: the quote stays in view
+        assert _visible_in_viewport(page, mark)
+        _save(page, tmp_path, "chat-mobile.png" if mobile else "citation.png", docs=mobile)
+        # keyboard: the marker takes the focus with Tab and opens its card with Enter
+        card.locator("summary").click()  # close it again
+        mark.wait_for(state="hidden")
+        link.focus()
+        assert page.evaluate("() => document.activeElement.classList.contains('rag-cite')")
+        page.keyboard.press("Enter")
+        mark.wait_for(state="visible")
+        # the copy button copies the answer with its sources
+        message.locator("button.rag-copy").click()
+        page.wait_for_function("() => document.querySelector('button.rag-copy[data-copied]')")
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+        assert copied.startswith(answer.inner_text().split("[1]")[0].strip()[:60]) and "Sources:" in copied and quote[:40] in copied
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_a_reload_keeps_the_conversation(server, page, tmp_path):
+    page.goto(server["url"])
+    _ask(page, QUESTION)
+    answer = page.locator(".rag-answer", has_text="Bangladesh").first
+    answer.wait_for()
+    shown = answer.inner_text()
+    page.wait_for_url(re.compile(r"[?&]c=[0-9a-f]+"))
+    assert any(c["name"] == "rag_browser" for c in page.context.cookies())  # this browser's id
+    page.reload()
+    again = page.locator(".rag-answer", has_text="Bangladesh").first
+    again.wait_for()
+    assert again.inner_text() == shown
+    assert page.locator(".rag-question", has_text=QUESTION).count() == 1
+    # a new chat; the first one is listed in the sidebar and opens again, also after a reload
+    page.get_by_role("button", name="New chat").click()
+    page.locator(".rag-answer").first.wait_for(state="detached")
+    page.goto(server["url"])  # a new visit (no conversation in the address), same browser
+    earlier = page.locator('[class*="st-key-conv-"] button', has_text=QUESTION).first
+    earlier.wait_for()
+    earlier.click()
+    page.locator(".rag-answer", has_text="Bangladesh").first.wait_for()
     assert page.get_by_test_id("stException").count() == 0
     assert page.errors == []

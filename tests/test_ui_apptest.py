@@ -8,6 +8,7 @@ with HTML / script / Markdown payloads staying inert.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import socket
@@ -141,14 +142,18 @@ def test_hearing_examples_are_questions_with_a_topic(monkeypatch, dev_store):
         assert "yes or" not in q.lower() and _shared.topic_words(q) >= 3, q
 
 
-def test_the_wait_is_described_truthfully(seed_store):
-    from rag import Engine
+def test_the_wait_is_described_truthfully():
+    from rag import WarmUp
 
-    transcripts = Engine(seed_store).transcripts()
-    n = sum(info.n_passages for info in transcripts.values())
-    assert _shared.busy_message(False, transcripts) == f"Getting ready: loading the model and {n:,} passages (once, after the app starts)…"
-    assert _shared.busy_message(True, transcripts) == "Searching the transcripts…"
-    assert "first question" not in _shared.busy_message(False, transcripts)
+    status = WarmUp()
+    assert _shared.busy_message(status).startswith("Opening the index and loading the model…")
+    status.passages = 7957
+    assert _shared.busy_message(status).startswith("Loading 7,957 passages… (")
+    status.finished = status.started + 4.25
+    status.done.set()
+    assert _shared.busy_message(status) == "Searching the transcripts…"
+    assert status.message == "Ready: 7,957 passages loaded in 4.2 s."
+    assert _shared.busy_message(None) == "Searching the transcripts…"
 
 
 def test_a_refusal_under_a_filter_suggests_clearing_it(monkeypatch, seed_store):
@@ -178,10 +183,17 @@ def test_ask_shows_answer_with_markers_and_source_cards(monkeypatch, seed_store)
     a = msg["answer"]
     assert not a.abstained and a.citations
     [shown] = answer_bodies(at)
-    assert "Bangladesh" in shown and '<sup class="rag-cite">[1]</sup>' in shown
+    assert "Bangladesh" in shown
+    # each marker links to its card, with the quote as its hover text
+    c1 = a.citations[0]
+    link = re.search(rf'<a class="rag-cite" href="#card-{msg["id"]}-1" data-rag-card="card-{msg["id"]}-1" title="([^"]*)"', shown)
+    assert link and html.unescape(link.group(1)) == f"Amar Shah (interviewee): “{c1.quote}”"
+    assert at.expander(key=f"card-{msg['id']}-1")  # the card it opens
+    copy = next(b for b in bodies(at) if b.startswith("<button class=\"rag-copy\"") or b.startswith("<button type=\"button\" class=\"rag-copy\""))
+    assert a.text in html.unescape(copy) and c1.quote in html.unescape(copy)
     cards = [e for e in at.expander if (e.proto.label or "").startswith("\\[1\\]")]
     assert cards and "Amar Shah" in cards[0].proto.label and "interviewee" in cards[0].proto.label
-    card = next(b for b in bodies(at) if "rag-card" in b)
+    card = next(b for b in bodies(at) if "class=\"rag-card\"" in b)
     marked = re.findall(r'<mark class="rag-mark">(.*?)</mark>', card)
     assert marked and "Bangladesh" in " ".join(marked)
     # the quote is highlighted whole: its pieces ("…" between them), each paragraph one mark
@@ -284,8 +296,12 @@ def test_conversation_downloads_as_markdown(monkeypatch, seed_store):
     md = _shared.conversation_markdown(chat(at), Engine(seed_store).transcripts())
     assert md.startswith("# Conversation")
     assert f"## 1. {BANGLADESH}" in md and "## 2. and Uganda?" in md
-    assert a.text in md and f"Quote: “{a.citations[0].quote}”" in md
-    assert "[1] Amar Shah (interviewee) — NHS IMPACT: in conversation with Amar Shah" in md
+    assert f"Quote: “{a.citations[0].quote}”" in md
+    # every [n] of an answer is a link to its own source in the list below it
+    assert a.text.replace("[1]", "[[1]](#source-1-1)") in md.replace("[[2]](#source-1-2)", "[2]").replace("[[3]](#source-1-3)", "[3]")
+    assert '- <a id="source-1-1"></a>[1] Amar Shah (interviewee) — NHS IMPACT: in conversation with Amar Shah' in md
+    for c in a.citations:
+        assert md.count(f"(#source-1-{c.n})") == a.text.count(f"[{c.n}]") and md.count(f'<a id="source-1-{c.n}">') == 1
     assert "Question (PP): " in md and "Understood as: What can we learn from Uganda?" in md
 
 
@@ -327,7 +343,7 @@ def test_view_in_transcript_highlights_the_cited_passage(monkeypatch, seed_store
     marked = re.findall(r'<mark class="rag-mark">(.*?)</mark>', page)
     assert " ".join(marked) == c.quote.replace(" … ", " ")  # exactly the quoted sentences, no more
     # the whole transcript by speaker turns: every turn, the cited ones marked, neighbours too
-    assert page.count('class="rag-turn') == 14
+    assert page.count('class="rag-turn') == 14 and "not indexed" not in page
     first, last = c.passage.turns
     for i in range(first, last + 1):
         assert re.search(rf'class="rag-turn rag-cited" id="rag-turn-{i}"', page)
@@ -360,7 +376,10 @@ def test_hostile_transcript_text_is_shown_literally(monkeypatch, hostile_store):
     ask(at, "What is in the payload file?")
     a = chat(at)[0]["answer"]
     assert a.citations and a.citations[0].passage.transcript == HOSTILE_NAME
-    shown = "".join(bodies(at))
+    assert _shared.PAGE_SCRIPT in bodies(at)  # the page's own script (links, copy, focus), no transcript text
+    ours = [b for b in bodies(at) if b == _shared.PAGE_SCRIPT or re.fullmatch(
+        r"<script>document\.cookie='rag_browser=[0-9a-f]{32}; path=/; max-age=31536000; SameSite=Lax';</script>", b)]
+    shown = "".join(b for b in bodies(at) if b not in ours)
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in shown
     assert "&lt;img src=x onerror=&quot;window.__pwned=1&quot;&gt;" in shown
     assert "![x](http://example.invalid/x.png)" in shown  # st.html: no Markdown, shown as typed
@@ -441,11 +460,17 @@ def test_upload_page_checks_saves_and_ingests(monkeypatch, tmp_path):
     assert not at.exception
     rows = at.dataframe[0].value.to_dict("records")
     by_file = {r["file"]: r for r in rows}
-    assert by_file["sneaky name.txt"]["status"] == "added" and by_file["sneaky name.txt"]["passages"] > 5
+    assert by_file["sneaky name.txt"]["status"] == "added" and int(by_file["sneaky name.txt"]["passages"]) > 5
     assert by_file["talk.vtt"]["status"] == "added"
     assert by_file["huge.txt"]["status"] == "rejected" and "limit" in by_file["huge.txt"]["reason"]
     assert by_file["binary.md"]["status"] == "failed" and "binary" in by_file["binary.md"]["reason"]
     assert by_file["same talk.vtt"]["status"] == "duplicate" and "talk.vtt" in by_file["same talk.vtt"]["reason"]
+    assert not at.dataframe[0].value.isna().any().any()  # empty cells, not "None"
+    assert by_file["huge.txt"]["passages"] == ""
+    # every reason and warning shown whole below the table (a cell shows one line)
+    notes = [m.value.replace("\\", "") for m in at.get("markdown") if "(duplicate)" in m.value or "(rejected)" in m.value]
+    assert any(by_file["same talk.vtt"]["reason"] in n for n in notes)
+    assert any(by_file["huge.txt"]["reason"] in n for n in notes)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.suffix in (".txt", ".md", ".vtt"))
     assert written == ["store/uploads/sneaky name.txt", "store/uploads/talk.vtt"]  # failed ones removed
     # the chat now sees them
@@ -504,7 +529,8 @@ def test_llm_mode_appears_only_when_configured_and_streams(monkeypatch, seed_sto
     assert msg["mode"] == "llm" and not msg["answer"].notice
     assert msg["answer"].text == reply
     assert fake.prompts and BANGLADESH in fake.prompts[-1][-1].content  # the model was asked
-    assert answer_bodies(at) == ['<div class="rag-answer">' + reply.replace("[1]", '<sup class="rag-cite">[1]</sup>') + "</div>"]
+    [shown] = answer_bodies(at)
+    assert re.sub(r"<sup><a [^>]*>\[1\]</a></sup>", "[1]", shown) == f'<div class="rag-answer">{reply}</div>' and "rag-cite" in shown
     assert [e.proto.label for e in at.expander][0].startswith("\\[1\\] Amar Shah")
 
 
@@ -549,10 +575,229 @@ def test_evaluation_page_runs_a_question_set_against_a_baseline(monkeypatch, see
     assert not at.exception
     assert any("rag-q" in b for b in bodies(at))
     retrieved = at.dataframe[3].value
-    assert list(retrieved.columns)[:2] == ["rank", "correct"] and len(retrieved) == report["k"]
+    assert list(retrieved.columns)[:3] == ["rank", "correct", "text"] and len(retrieved) == report["k"]
+    # each retrieved passage by its speaker and the start of its text, not a bare id
+    from rag import Engine
+
+    engine = Engine(seed_store)
+    for _, row in retrieved.iterrows():
+        p = engine.passage(row["passage"])
+        assert row["text"].startswith(f"{p.speaker}: {' '.join(p.text.split())[:40]}")
+    bm25 = at.dataframe[-1].value
+    assert "text" in bm25.columns and all(len(t) > 20 for t in bm25["text"])
+    for df in at.dataframe:  # no "None" cell anywhere
+        assert not df.value.isna().any().any(), df.value
 
 
 def test_evaluation_page_on_a_missing_store_shows_the_fix(monkeypatch, tmp_path):
     at = start(monkeypatch, RAG_STORE=tmp_path / "nowhere")
     at.switch_page("pages/evaluation.py").run()
     assert not at.exception and any("No transcripts yet" in i.value for i in at.info)
+
+
+# --------------------------------------------------------------------------- public API only
+
+
+def _private_uses(path: Path) -> list[str]:
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith("rag._") or node.module == "rag" and any(a.name.startswith("_") for a in node.names):
+                found.append(f"{path.name}:{node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.Import):
+            found += [f"{path.name}:{node.lineno}: import {a.name}" for a in node.names if a.name.startswith("rag._")]
+        elif isinstance(node, ast.Attribute):
+            if isinstance(node.value, ast.Name) and node.value.id == "rag" and node.attr.startswith("_"):
+                found.append(f"{path.name}:{node.lineno}: rag.{node.attr}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "index" and not node.args:
+            found.append(f"{path.name}:{node.lineno}: .index()")  # the engine's private in-memory view
+    return found
+
+
+def test_the_app_uses_the_public_api_only(tmp_path):
+    files = sorted((ROOT / "ui").rglob("*.py"))
+    assert len(files) >= 5
+    assert [u for f in files for u in _private_uses(f)] == []
+    # the scan does see what it forbids
+    bad = tmp_path / "bad.py"
+    bad.write_text("import rag._embed\nfrom rag._evaluate import x\nfrom rag import _baselines\n"
+                   "import rag\nrag._store\nengine.index().passages\n")
+    assert len(_private_uses(bad)) == 5
+
+
+def test_the_transcript_view_shows_the_turns_as_indexed(monkeypatch, seed_store, dev_store):
+    import rag
+    from rag import Engine
+
+    # the demo: every turn is indexed, and the turns rebuilt from the store are the parser's
+    engine = Engine(seed_store)
+    [tid] = engine.transcripts()
+    shown = engine.transcript(tid)
+    parsed = rag.parse_text(engine.source_text(tid), tid, ".txt")
+    assert [(t.index, t.speaker, t.text) for t in shown.turns] == [(t.index, t.speaker, t.text) for t in parsed.turns]
+    # a hearing: the chair's procedural remarks are not indexed, so not shown as if they were
+    engine = Engine(dev_store)
+    tid = sorted(engine.transcripts())[0]
+    shown = engine.transcript(tid)
+    parsed = {t.index: t for t in rag.parse_text(engine.source_text(tid), tid, ".txt").turns}
+    assert len(shown.turns) < len(parsed)
+    for t in shown.turns:  # the same words at the same offsets, split answers joined again
+        assert (t.speaker, t.text, t.start) == (parsed[t.index].speaker, parsed[t.index].text, parsed[t.index].start)
+    cited = {i for p in engine.passages(tid) for i in p.turns}
+    assert {t.index for t in shown.turns} == cited
+    # the page draws what the engine holds, even if today's parser would read the file otherwise
+    monkeypatch.setattr(rag, "parse_text", lambda *a, **k: pytest.fail("the view re-parsed the source"))
+    at = start(monkeypatch, dev_store)
+    at.switch_page("pages/transcripts.py").run()
+    at.selectbox(key="tv_transcript").set_value(tid).run()
+    assert not at.exception
+    page = "".join(bodies(at))
+    assert page.count('class="rag-turn') == len(shown.turns)
+    skipped = sum(int(n) for n in re.findall(r'<div class="rag-skip">(\d+) turns? not indexed</div>', page))
+    idx = [t.index for t in shown.turns]
+    assert skipped == sum(b - a - 1 for a, b in zip(idx, idx[1:])) > 0
+
+
+def test_a_link_to_a_missing_transcript_says_so(monkeypatch, seed_store):
+    at = AppTest.from_file(APP, default_timeout=90)
+    monkeypatch.setenv("RAG_STORE", str(seed_store.store))
+    at.switch_page("pages/transcripts.py")
+    at.query_params["t"] = "gone.txt"
+    at.query_params["p"] = "gone.txt#t3"
+    at.run()
+    assert not at.exception
+    assert any("gone.txt" in w.value and "not in the index" in w.value for w in at.warning)
+    assert not any("Cited passage" in m.value for m in at.markdown)
+
+
+def test_tables_show_empty_cells_not_none():
+    rows = _shared.table([{"a": 1, "b": None}, {"a": None, "b": "x", "c": 0.5}])
+    assert rows == [{"a": "1", "b": "", "c": ""}, {"a": "", "b": "x", "c": "0.5"}]
+    assert _shared.table([{"a": 1.0}]) == [{"a": 1.0}]  # a full column keeps its type
+
+
+# --------------------------------------------------------------------------- conversations on disk
+
+BROWSER = "0123456789abcdef0123456789abcdef"
+
+
+def start_as(monkeypatch, settings, browser: str = BROWSER, conversation: str | None = None) -> AppTest:
+    """The app as a browser with this id (its cookie) opens it, at ?c=<conversation> if given."""
+    monkeypatch.setenv("RAG_STORE", str(settings.store))
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.session_state["browser_id"] = browser
+    if conversation:
+        at.query_params["c"] = conversation
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_conversation_survives_a_reload_and_can_be_reopened_renamed_deleted(monkeypatch, seed_store, tmp_path):
+    from rag import load_settings
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(seed_store.store, store)
+    s = load_settings(store=store)
+    at = start_as(monkeypatch, s)
+    ask(at, BANGLADESH)
+    ask(at, "and Uganda?")
+    cid = at.query_params["c"][0] if isinstance(at.query_params["c"], list) else at.query_params["c"]
+    folder = store / "conversations" / BROWSER
+    assert [p.name for p in folder.iterdir()] == [f"{cid}.json"]  # no temporary file left behind
+    before = [(m["question"], m["answer"].text, [c.quote for c in m["answer"].citations]) for m in chat(at)]
+
+    # a reload: a new session at the same address shows the same conversation, cards and all
+    again = start_as(monkeypatch, s, conversation=cid)
+    assert [(m["question"], m["answer"].text, [c.quote for c in m["answer"].citations]) for m in chat(again)] == before
+    assert len(answer_bodies(again)) == 2 and view_buttons(again)
+    assert not [b for b in again.button if (b.key or "").startswith("example-")]
+    # ... and a follow-up still follows on from it
+    ask(again, "Who said that?")
+    assert chat(again)[-1]["answer"] is not None and len(chat(again)) == 3
+
+    # a new chat; the earlier one is listed and opens again
+    again.button(key="new_chat").click().run()
+    assert chat(again) == []
+    ask(again, "What is Q?")
+    listed = [b for b in again.button if (b.key or "").startswith("conv-")]
+    assert {b.key for b in listed} == {f"conv-{cid}", f"conv-{again.session_state['conv_id']}"}
+    assert any(b.label.replace("\\", "") == BANGLADESH for b in listed)  # named after its first question
+    again.button(key=f"conv-{cid}").click().run()
+    assert [m["question"] for m in chat(again)] == [BANGLADESH, "and Uganda?", "Who said that?"]
+
+    # rename, then delete
+    assert again.text_input(key=f"conv_rename-{cid}").value == BANGLADESH  # the open one's name
+    again.text_input(key=f"conv_rename-{cid}").input("Bangladesh and Uganda").run()
+    assert json.loads((folder / f"{cid}.json").read_text())["title"] == "Bangladesh and Uganda"
+    assert again.button(key=f"conv-{cid}").label == "▸ Bangladesh and Uganda"
+    again.button(key="conv_delete").click().run()
+    assert not (folder / f"{cid}.json").exists() and chat(again) == []
+    assert f"conv-{cid}" not in {b.key for b in again.button}
+
+    # another browser sees none of it
+    other = start_as(monkeypatch, s, browser="fedcba9876543210fedcba9876543210")
+    assert not [b for b in other.button if (b.key or "").startswith("conv-")]
+
+
+def test_a_damaged_conversation_file_is_named_and_skipped(monkeypatch, seed_store, tmp_path):
+    from rag import load_settings
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(seed_store.store, store)
+    s = load_settings(store=store)
+    at = start_as(monkeypatch, s)
+    ask(at, BANGLADESH)
+    folder = store / "conversations" / BROWSER
+    [good] = folder.iterdir()
+    (folder / "aaaaaaaaaaaaaaaa.json").write_text('{"format": 1, "messages": [{"question": ', encoding="utf-8")
+    (folder / "bbbbbbbbbbbbbbbb.json").write_bytes(b"\xff\xfe\x00 not json")
+    at = start_as(monkeypatch, s, conversation="aaaaaaaaaaaaaaaa")
+    assert any("could not be read" in w.value for w in at.warning)  # said, and a new chat instead
+    assert chat(at) == []
+    skipped = " ".join(c.value.replace("\\", "") for c in at.caption)
+    assert "Skipped 2 unreadable conversation file(s)" in skipped and "aaaaaaaaaaaaaaaa.json" in skipped
+    assert f"conv-{good.stem}" in {b.key for b in at.button}  # the good one is still listed
+    ask(at, "What is Q?")  # and the app works on
+    assert len(chat(at)) == 1
+
+
+def test_a_stored_answer_reads_back_equal(seed_store):
+    import _conversations as conv
+    from rag import Engine
+
+    engine = Engine(seed_store)
+    first = engine.ask(BANGLADESH, llm=False)
+    a = engine.ask("and Uganda?", history=[first], llm=False)
+    assert a.citations and a.retrieved and a.resolved_question
+    back = conv.answer_from_dict(json.loads(json.dumps(conv.answer_to_dict(a))))
+    assert back == a  # every field, the passages with their segments
+
+
+def test_a_failed_write_leaves_the_old_conversation_whole(seed_store, tmp_path, monkeypatch):
+    import _conversations as conv
+    from rag import Engine, load_settings
+
+    s = load_settings(store=tmp_path / "store")
+    a = Engine(seed_store).ask(BANGLADESH, llm=False)
+    chat = [{"id": "m1", "question": BANGLADESH, "answer": a}]
+    conv.save(s, BROWSER, "0123abcd0123abcd", chat)
+    path = tmp_path / "store" / "conversations" / BROWSER / "0123abcd0123abcd.json"
+    before = path.read_bytes()
+
+    def dies_half_way(data, fh, **kw):
+        fh.write('{"format": 1, "messages": [')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(conv.json, "dump", dies_half_way)
+    with pytest.raises(OSError):
+        conv.save(s, BROWSER, "0123abcd0123abcd", chat + chat)
+    assert path.read_bytes() == before  # the old version, whole
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    monkeypatch.undo()
+    title, messages = conv.load(s, BROWSER, "0123abcd0123abcd")
+    assert title == BANGLADESH and messages[0]["answer"] == a

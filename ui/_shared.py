@@ -18,7 +18,6 @@ import os
 import re
 import threading
 import unicodedata
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,8 +45,6 @@ def page(name: str, fallback: str):
     return PAGES.get(name, fallback)
 
 
-FORMAT_SUFFIX = {"text": ".txt", "markdown": ".md", "vtt": ".vtt", "srt": ".srt", "json": ".json"}
-
 # --------------------------------------------------------------------------- settings and engine
 
 
@@ -66,13 +63,12 @@ def _key(settings: Settings) -> str:
     return settings.model_dump_json()
 
 
-_ready: "weakref.WeakKeyDictionary[Any, threading.Event]" = weakref.WeakKeyDictionary()
+def warm_up_status(engine):
+    """The shared engine's warm-up (rag.WarmUp): what it is doing, for how long."""
+    return _status.get(id(engine))
 
 
-def engine_ready(engine) -> bool:
-    """Has the background warm-up (model load) finished?"""
-    ev = _ready.get(engine)
-    return ev is None or ev.is_set()
+_status: dict[int, Any] = {}
 
 
 # A question that only makes sense in its place ("Is that a yes or a no?", "Is that correct?")
@@ -105,37 +101,19 @@ def example_candidates(q: str) -> list[str]:
     return out
 
 
-def busy_message(ready: bool, transcripts: dict[str, Any]) -> str:
+def busy_message(status) -> str:
     """What the spinner says while a question is answered: the truth about the wait."""
-    if ready:
+    if status is None or status.ready:
         return "Searching the transcripts…"
-    n = sum(info.n_passages for info in transcripts.values())
-    return f"Getting ready: loading the model and {n:,} passages (once, after the app starts)…"
-
-
-def _warm(engine, done: threading.Event) -> None:
-    """Load the model, the store view and the sentence cache, so the first answer is fast."""
-    try:
-        engine.warm()
-        engine.ask("warm up", llm=False)
-    except RagError:
-        pass  # no store yet / server down: the page says so; the engine reconnects later
-    except Exception:  # never let warming up break the app
-        log.exception("warming up the engine failed")
-    finally:
-        done.set()
+    return status.message
 
 
 @st.cache_resource(show_spinner="Opening the index…", max_entries=8)
 def _engine_for(key: str, _settings: Settings):
-    """One Engine per settings per process. The embedding model (seconds to import on a small
-    machine) loads in a background thread: the page is usable at once, and the first question
-    waits for the model only if it is asked within those seconds."""
-    from rag import Engine
-
-    engine = Engine(_settings)
-    done = _ready.setdefault(engine, threading.Event())
-    threading.Thread(target=_warm, args=(engine, done), name="rag-warm-up", daemon=True).start()
+    """One Engine per settings per process: rag.shared_engine, which `rag ui` creates (and
+    starts warming up) before the server starts, so the first visitor finds it loaded."""
+    engine, status = rag.shared_engine(_settings)
+    _status[id(engine)] = status
     return engine
 
 
@@ -148,9 +126,7 @@ def get_engine(settings: Settings | None = None):
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _ingest_embedder(model: str):
     """A separate embedder for uploads, so ingesting never shares a tokenizer with asking."""
-    from rag._embed import Embedder
-
-    return Embedder(model)
+    return rag.embedder(model)
 
 
 def ingest_embedder(settings: Settings):
@@ -251,10 +227,96 @@ def _breaks(escaped: str) -> str:
 _CITE = re.compile(r"\[(\d{1,3})\]")
 
 
-def answer_html(text: str) -> str:
-    """An answer's text, escaped, with its [n] markers as small citation badges."""
+def answer_html(text: str, mid: str = "", previews: dict[int, str] | None = None) -> str:
+    """An answer's text, escaped, with its [n] markers as citation links: each opens and scrolls
+    to its source card (``card-<mid>-<n>``, by the page script), is reachable by Tab, and shows
+    the quote on hover (``previews``: n -> "who: “quote”", escaped into the title)."""
     out = _breaks(esc(text))
-    return _CITE.sub(lambda m: f'<sup class="rag-cite">[{m.group(1)}]</sup>', out)
+    previews = previews or {}
+    safe_mid = re.sub(r"[^a-z0-9]", "", mid.lower())
+
+    def link(m: re.Match) -> str:
+        n = int(m.group(1))
+        if not safe_mid or n not in previews:
+            return f'<sup class="rag-cite">[{n}]</sup>'
+        return (f'<sup><a class="rag-cite" href="#card-{safe_mid}-{n}" data-rag-card="card-{safe_mid}-{n}" '
+                f'title="{esc(previews[n])}" aria-label="Source {n}: {esc(previews[n])}">[{n}]</a></sup>')
+
+    return _CITE.sub(link, out)
+
+
+def copy_text(a, transcripts: dict[str, Any]) -> str:
+    """An answer as plain text with its sources, for the copy button."""
+    lines = [a.text]
+    if a.citations:
+        lines += ["", "Sources:"]
+        for c in a.citations:
+            lines.append(f"[{c.n}] {passage_label(c.passage, transcripts, c)}: “{c.quote}”")
+    return "\n".join(lines)
+
+
+def copy_button_html(text: str, key: str) -> str:
+    """A copy button (the page script copies its data-copy text to the clipboard)."""
+    safe = re.sub(r"[^a-z0-9-]", "", key.lower())
+    return (f'<button type="button" class="rag-copy" id="copy-{safe}" data-copy="{esc(text)}" '
+            f'title="Copy the answer with its sources">Copy answer</button>')
+
+
+# The page's own script (no transcript text in it; no '<' so DOMPurify keeps it): [n] links open
+# and scroll to their source card and flash it; copy buttons copy; the chat box gets the focus
+# when the page loads (unless the reader is already somewhere else).
+PAGE_SCRIPT = """<script>(function(){
+if (window.__ragPage) { return; }
+window.__ragPage = 1;
+function openCard(key){
+  var box = document.querySelector('.st-key-' + key);
+  if (!box) { return false; }
+  var d = box.querySelector('details');
+  var s = box.querySelector('summary');
+  if (d && !d.open && s) { s.click(); }
+  function show(){  // the quote (its first highlighted sentence) in the middle of the screen
+    var m = box.querySelector('mark.rag-mark');
+    (m || box).scrollIntoView({block: m ? 'center' : 'start', behavior: 'auto'});
+  }
+  show();
+  // again while the card opens (Streamlit keeps a chat scrolled to its end as it grows)
+  setTimeout(show, 150); setTimeout(show, 450); setTimeout(show, 900);
+  box.classList.add('rag-flash');
+  box.setAttribute('data-rag-opened', '1');
+  setTimeout(function(){ box.classList.remove('rag-flash'); }, 2000);
+  if (s) { s.focus({preventScroll: true}); }
+  return true;
+}
+function copy(btn){
+  var text = btn.getAttribute('data-copy') || '';
+  function done(){ btn.textContent = 'Copied'; btn.setAttribute('data-copied', '1');
+    setTimeout(function(){ btn.textContent = 'Copy answer'; }, 1500); }
+  function fallback(){ var t = document.createElement('textarea'); t.value = text; document.body.appendChild(t);
+    t.select(); try { document.execCommand('copy'); done(); } catch (e) {} document.body.removeChild(t); }
+  if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text).then(done, fallback); }
+  else { fallback(); }
+}
+document.addEventListener('click', function(ev){
+  var t = ev.target;
+  var a = t && t.closest ? t.closest('a.rag-cite') : null;
+  if (a) { ev.preventDefault(); openCard(a.getAttribute('data-rag-card')); return; }
+  var b = t && t.closest ? t.closest('button.rag-copy') : null;
+  if (b) { ev.preventDefault(); copy(b); }
+}, true);
+var tries = 0;
+function focusChat(){
+  var box = document.querySelector('textarea[data-testid="stChatInputTextArea"]');
+  var here = document.activeElement;
+  if (box && (!here || here === document.body)) { box.focus(); return; }
+  tries += 1;
+  if (!box && tries !== 50) { setTimeout(focusChat, 100); }  // up to 5 s for the box to appear
+}
+focusChat();
+})();</script>"""
+
+
+def page_script() -> None:
+    st.html(PAGE_SCRIPT, unsafe_allow_javascript=True)
 
 
 def marked_html(text: str, ranges: Iterable[tuple[int, int, str]]) -> str:
@@ -309,6 +371,19 @@ def text_ranges(segments: Sequence[Any], source_ranges: Iterable[tuple[int, int]
     return out
 
 
+def table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for st.dataframe with no "None" cells: a column with a missing value is shown as text,
+    the missing value as an empty cell (the grid would print "None")."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    rows = [{k: r.get(k) for k in keys} for r in rows]
+    holes = {k for r in rows for k, v in r.items() if v is None}
+    for r in rows:
+        for k in holes:
+            v = r.get(k)
+            r[k] = "" if v is None else (f"{v:.3f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v))
+    return rows
+
+
 def html_block(inner: str, cls: str = "rag-block") -> None:
     """Show our (already escaped) HTML. ``st.html`` does not run Markdown and sanitizes again."""
     st.html(f'<div class="{cls}">{inner}</div>')
@@ -318,7 +393,12 @@ CSS = """
 <style>
 .rag-block, .rag-answer, .rag-card, .rag-transcript { line-height: 1.55; overflow-wrap: anywhere; }
 .rag-answer { font-size: 1rem; }
-.rag-cite { font-weight: 600; color: #1c6bd1; margin-left: 1px; }
+.rag-cite { font-weight: 600; color: #1c6bd1; margin-left: 1px; text-decoration: none; border-radius: 3px; padding: 0 1px; }
+a.rag-cite:hover, a.rag-cite:focus-visible { background: rgba(28, 107, 209, 0.14); outline: 2px solid #1c6bd1; outline-offset: 1px; }
+.rag-flash { outline: 2px solid #f0b400; border-radius: 0.5rem; transition: outline-color 0.6s; }
+button.rag-copy { font-size: 0.8rem; padding: 0.1rem 0.6rem; border: 1px solid rgba(128,128,128,.5); border-radius: 0.4rem;
+  background: transparent; color: inherit; cursor: pointer; }
+button.rag-copy:hover, button.rag-copy:focus-visible { border-color: #1c6bd1; color: #1c6bd1; }
 .rag-meta { font-size: 0.85rem; opacity: 0.8; margin-bottom: 0.2rem; }
 .rag-q { font-size: 0.92rem; margin: 0.35rem 0; padding: 0.3rem 0.6rem; border-left: 3px solid rgba(128,128,128,.45); opacity: .9; }
 .rag-label { font-weight: 600; }
@@ -332,6 +412,7 @@ mark.rag-hit { background: #9be7ff; color: #111; padding: 0 1px; border-radius: 
 .rag-who { font-weight: 600; font-size: 0.9rem; }
 .rag-who .rag-role, .rag-who .rag-time { font-weight: 400; opacity: 0.7; margin-left: 0.4rem; }
 .rag-intro { font-style: italic; }
+.rag-skip { font-size: 0.8rem; opacity: 0.6; padding: 0 0.6rem; }
 </style>
 """
 
@@ -457,6 +538,12 @@ def conversation_markdown(chat: list[dict[str, Any]], transcripts: dict[str, Any
     asked) and the quoted sentences. A download, not rendered by the app."""
     lines = [f"# Conversation — {datetime.now().strftime('%Y-%m-%d %H:%M')}", ""]
     for i, m in enumerate(chat, 1):
+        a = m.get("answer")
+        if a is not None and a.citations:  # each [n] links to its source below: #source-<question>-<n>
+            ns = {c.n for c in a.citations}
+            text = _CITE.sub(lambda x: f"[[{x.group(1)}]](#source-{i}-{x.group(1)})" if int(x.group(1)) in ns else x.group(0), a.text)
+        else:
+            text = a.text if a is not None else ""
         lines += [f"## {i}. {m['question']}", ""]
         a = m.get("answer")
         if a is None:
@@ -464,7 +551,7 @@ def conversation_markdown(chat: list[dict[str, Any]], transcripts: dict[str, Any
             continue
         if a.resolved_question and a.resolved_question != a.question:
             lines += [f"_Understood as: {a.resolved_question}_", ""]
-        lines += [a.text, ""]
+        lines += [text, ""]
         if a.citations:
             lines += ["**Sources**", ""]
             for c in a.citations:
@@ -473,7 +560,7 @@ def conversation_markdown(chat: list[dict[str, Any]], transcripts: dict[str, Any
                 title = info.title if info else p.title or p.transcript
                 date = (info.date if info else p.date) or ""
                 head = f"[{c.n}] {passage_label(p, transcripts, c).split(' — ')[0]} — {title}" + (f", {date}" if date else "")
-                lines.append(f"- {head} (`{p.chunk_id}`, characters {p.start_char}–{p.end_char})")
+                lines.append(f'- <a id="source-{i}-{c.n}"></a>{head} (`{p.chunk_id}`, characters {p.start_char}–{p.end_char})')
                 if p.question:
                     qs = speaker_lookup(transcripts).get((p.transcript, p.question_speaker))
                     asker = qs.name if qs is not None else p.question_speaker
@@ -491,17 +578,6 @@ def conversation_markdown(chat: list[dict[str, Any]], transcripts: dict[str, Any
 
 
 # --------------------------------------------------------------------------- transcript view
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def parse_source(tid: str, version: str, fmt: str, _source: str):
-    """Turns of a stored transcript (parsed again from its stored source text, so the offsets
-    are the stored ones); cached per transcript version."""
-    try:
-        return rag.parse_text(_source, tid, FORMAT_SUFFIX.get(fmt))
-    except Exception:  # shown as plain text instead
-        log.exception("could not parse %s for display", tid)
-        return None
 
 
 def transcript_turns_html(
@@ -523,9 +599,14 @@ def transcript_turns_html(
     cur: list[str] = []
     hits = 0
     needle = search.strip().lower()
+    prev = None
     for turn in transcript.turns:
         if only is not None and turn.index not in only:
             continue
+        skipped = turn.index - prev - 1 if prev is not None and only is None else 0
+        prev = turn.index
+        if skipped > 0:  # turns the index does not hold (procedural remarks): said, not hidden
+            cur.append(f'<div class="rag-skip">{skipped} turn{"s" if skipped > 1 else ""} not indexed</div>')
         text = turn.text
         ranges = [(a, b, "cited") for a, b in text_ranges(turn.segments, cited)]
         ranges += [(a, b, "mark") for a, b in text_ranges(turn.segments, marks)]

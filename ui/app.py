@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # for `import _shared`
 
 import streamlit as st
 
+import _conversations as conv
 import _shared as ui
 from rag import RagError, StoreError
 
@@ -65,10 +67,98 @@ def _chat() -> list[dict[str, Any]]:
     return st.session_state.setdefault("chat", [])
 
 
-def _new_chat() -> None:
+def browser_id() -> str:
+    """This browser's random id (cookie ``rag_browser``; made and set on its first visit)."""
+    bid = st.session_state.get("browser_id")
+    if not bid:
+        cookie = st.context.cookies.get(conv.COOKIE)
+        bid = cookie if conv.valid_id(cookie) else uuid.uuid4().hex
+        st.session_state["browser_id"] = bid
+    if st.context.cookies.get(conv.COOKIE) != bid:  # (re)set it: a year, this site only
+        st.html(f"<script>document.cookie='{conv.COOKIE}={bid}; path=/; max-age=31536000; SameSite=Lax';</script>",
+                unsafe_allow_javascript=True)
+    return bid
+
+
+def _fresh_conversation() -> None:
+    st.session_state["conv_id"] = uuid.uuid4().hex[:16]
+    st.session_state["conv_title"] = ""
     st.session_state["chat"] = []
+
+
+def open_conversation(settings) -> None:
+    """At the start of a session: reopen the conversation the address names (a reload)."""
+    if "conv_id" in st.session_state:
+        return
+    _fresh_conversation()
+    cid = st.query_params.get("c")
+    if not conv.valid_id(cid):
+        return
+    try:
+        found = conv.load(settings, browser_id(), cid)
+    except conv.Unreadable as exc:
+        st.session_state["conv_problem"] = f"The conversation in this address could not be read ({exc}); a new one is started."
+        return
+    except OSError as exc:
+        st.session_state["conv_problem"] = f"The conversation could not be read: {exc.strerror or exc}"
+        return
+    if found is not None:
+        st.session_state["conv_id"], st.session_state["conv_title"] = cid, found[0]
+        st.session_state["chat"] = found[1]
+
+
+def persist() -> None:
+    """Write the conversation to disk (atomically); a failure is said, never fatal."""
+    chat = _chat()
+    if not chat:
+        return
+    try:
+        conv.save(ui.get_settings(), browser_id(), st.session_state["conv_id"], chat)
+    except (OSError, ValueError) as exc:
+        st.toast(f"Could not save the conversation: {ui.md_escape(getattr(exc, 'strerror', None) or exc)}")
+
+
+def _new_chat() -> None:
+    _fresh_conversation()
+    st.query_params.pop("c", None)
     st.session_state.pop("pending_question", None)
     st.session_state.pop("view_target", None)
+
+
+def _switch_to(cid: str) -> None:
+    settings = ui.get_settings()
+    try:
+        found = conv.load(settings, browser_id(), cid)
+    except (conv.Unreadable, OSError) as exc:
+        st.toast(f"Could not open that conversation: {ui.md_escape(exc)}")
+        return
+    if found is None:
+        return
+    st.session_state["conv_id"], st.session_state["conv_title"] = cid, found[0]
+    st.session_state["chat"] = found[1]
+    st.session_state.pop("pending_question", None)
+    st.query_params["c"] = cid
+
+
+def _rename(cid: str) -> None:
+    title = " ".join(st.session_state.get(f"conv_rename-{cid}", "").split())
+    if not title:
+        return
+    try:
+        conv.rename(ui.get_settings(), browser_id(), cid, title)
+        if st.session_state.get("conv_id") == cid:
+            st.session_state["conv_title"] = title
+    except (conv.Unreadable, OSError) as exc:
+        st.toast(f"Could not rename the conversation: {ui.md_escape(exc)}")
+
+
+def _delete() -> None:
+    try:
+        conv.delete(ui.get_settings(), browser_id(), st.session_state["conv_id"])
+    except OSError as exc:
+        st.toast(f"Could not delete the conversation: {ui.md_escape(exc.strerror or exc)}")
+        return
+    _new_chat()
 
 
 def _set_pending(q: str) -> None:
@@ -100,6 +190,7 @@ def _on_feedback(mid: str) -> None:
             },
         )
         msg["feedback"] = value
+        persist()
         st.toast("Thanks, your feedback was saved.")
     except OSError as exc:
         st.toast(f"Could not save feedback: {ui.md_escape(exc.strerror or exc)}")
@@ -134,7 +225,8 @@ def render_answer(msg: dict[str, Any], transcripts: dict[str, Any]) -> None:
         if msg.get("help"):
             st.caption(ui.md_escape(msg["help"]))
         return
-    ui.html_block(ui.answer_html(a.text), "rag-answer")
+    previews = {c.n: f"{ui.passage_label(c.passage, transcripts, c).split(' — ')[0]}: “{c.quote}”" for c in a.citations}
+    ui.html_block(ui.answer_html(a.text, mid, previews), "rag-answer")
     if a.resolved_question and a.resolved_question != a.question:
         st.caption("Understood as: " + ui.md_escape(a.resolved_question))
     if a.notice:
@@ -156,6 +248,7 @@ def render_answer(msg: dict[str, Any], transcripts: dict[str, Any]) -> None:
     if msg.get("filters"):
         bits.append("filters: " + ", ".join(f"{k}={v}" for k, v in msg["filters"].items()))
     st.caption(ui.md_escape(" · ".join(b for b in bits if b)))
+    st.html(ui.copy_button_html(ui.copy_text(a, transcripts), mid))
     st.feedback("thumbs", key=f"fb-{mid}", on_change=_on_feedback, args=(mid,), persist_state="session")
 
 
@@ -199,7 +292,7 @@ def answer_question(engine, question: str, transcripts: dict[str, Any], filters:
         # the reader cleared is not carried forward from an earlier question.
         applied = {key: filters.get(key) for key in ("transcript", "speaker", "role")}
         try:
-            busy = ui.busy_message(ui.engine_ready(engine), transcripts)
+            busy = ui.busy_message(ui.warm_up_status(engine))
             with st.spinner(busy):
                 msg["answer"] = _ask(engine, question, history, applied, k, mode)
         except RagError as exc:  # store missing / emptied / unreachable since the page loaded, ...
@@ -208,6 +301,7 @@ def answer_question(engine, question: str, transcripts: dict[str, Any], filters:
             log.exception("answering %r failed", question)
             msg["error"] = f"Something went wrong while answering ({type(exc).__name__}: {exc})."
         chat.append(msg)
+        persist()
         render_answer(msg, transcripts)
 
 
@@ -215,7 +309,6 @@ def answer_question(engine, question: str, transcripts: dict[str, Any], filters:
 
 
 def sidebar(settings, engine, transcripts: dict[str, Any]):
-    passages = engine.index().passages
     with st.sidebar:
         top = st.container()  # filled after answering, so the download holds the latest answer
         st.subheader("Filters")
@@ -225,12 +318,10 @@ def sidebar(settings, engine, transcripts: dict[str, Any]):
             format_func=lambda t: "All transcripts" if not t else f"{transcripts[t].title} ({t})" if transcripts[t].title != t else t,
         )
         # who answered and who asked: the interviewer's words are in the questions
-        names = sorted({s for p in passages if not tid or p.transcript == tid for s in (p.speaker, p.question_speaker) if s},
-                       key=str.lower)
+        names = engine.speakers(tid or None)
         speaker = st.selectbox("Speaker", [""] + names, key="f_speaker", persist_state="session",
                                format_func=lambda s: s or "Any speaker")
-        roles = sorted({p.role for p in passages if p.role and (not tid or p.transcript == tid)}
-                       | {sp.role for t, info in transcripts.items() if not tid or t == tid for sp in info.speakers if sp.role})
+        roles = engine.roles(tid or None)
         role = st.selectbox("Role", [""] + roles, key="f_role", persist_state="session",
                             format_func=lambda r: r or "Any role")
         st.subheader("Answers")
@@ -264,10 +355,49 @@ def conversation_buttons(slot, transcripts: dict[str, Any]) -> None:
             on_click="ignore",
             width="stretch",
         )
+        conversations(ui.get_settings())
+
+
+SHOWN_CONVERSATIONS = 8
+
+
+def conversations(settings) -> None:
+    """Earlier conversations of this browser: open one; rename or delete the open one."""
+    st.subheader("Conversations")
+    if st.session_state.get("conv_problem"):
+        st.warning(ui.md_escape(st.session_state.pop("conv_problem")))
+    try:
+        items, bad = conv.listing(settings, browser_id())
+    except OSError as exc:
+        st.caption(ui.md_escape(f"Conversations cannot be listed: {exc.strerror or exc}"))
+        return
+    current = st.session_state.get("conv_id")
+    if not items:
+        st.caption("Your conversations are kept here, in this browser, after the first question.")
+
+    def item(c) -> None:
+        here = c.id == current
+        label = ("▸ " if here else "") + ui.md_escape(c.title)
+        st.button(label, key=f"conv-{c.id}", on_click=_switch_to, args=(c.id,), disabled=here, width="stretch",
+                  help=f"{c.questions} question(s) · {datetime.fromtimestamp(c.updated).strftime('%Y-%m-%d %H:%M')}")
+
+    for c in items[:SHOWN_CONVERSATIONS]:
+        item(c)
+    if len(items) > SHOWN_CONVERSATIONS:
+        with st.expander(f"{len(items) - SHOWN_CONVERSATIONS} older"):
+            for c in items[SHOWN_CONVERSATIONS:]:
+                item(c)
+    if any(c.id == current for c in items):
+        with st.popover("Rename or delete", icon=":material/edit:", width="stretch"):
+            st.text_input("Name", value=st.session_state.get("conv_title", ""), key=f"conv_rename-{current}",
+                          on_change=_rename, args=(current,), max_chars=200)
+            st.button("Delete this conversation", key="conv_delete", on_click=_delete, icon=":material/delete:")
+    if bad:
+        st.caption(ui.md_escape(f"Skipped {len(bad)} unreadable conversation file(s): " + "; ".join(bad)))
 
 
 def welcome(engine, transcripts: dict[str, Any]) -> None:
-    passages = engine.index().passages
+    passages = engine.passages()
     speakers = {(sp.name or sp.tag) for info in transcripts.values() for sp in info.speakers}
     c1, c2, c3 = st.columns(3)
     c1.metric("Transcripts", len(transcripts))
@@ -283,7 +413,7 @@ def welcome(engine, transcripts: dict[str, Any]) -> None:
     more = f"<li>… and {len(transcripts) - 12} more</li>" if len(transcripts) > 12 else ""
     ui.html_block(f"<ul>{''.join(items)}{more}</ul>", "rag-loaded")
     roles = {(tid, sp.tag): sp.role for tid, info in transcripts.items() for sp in info.speakers}
-    fp = engine.index().fingerprint
+    fp = engine.fingerprint()
     examples = example_questions(fp, passages, roles)
     if examples:
         st.markdown("**Try a question asked in the interviews:**")
@@ -295,8 +425,13 @@ def welcome(engine, transcripts: dict[str, Any]) -> None:
 
 def chat_page() -> None:
     ui.inject_css()
+    ui.page_script()
     st.title("Ask the interviews")
     settings, engine, transcripts = ui.engine_and_store()
+    status = ui.warm_up_status(engine)
+    if status is not None and not status.ready:  # what the wait is, truthfully (rag ui starts it at launch)
+        st.caption(ui.md_escape(status.message), help="The first answer waits for this; later ones do not.")
+    open_conversation(settings)
     filters, k, mode, top = sidebar(settings, engine, transcripts)
     # no max_chars on the box: a longer paste would be dropped by the browser without a word;
     # it is taken and refused here with a message instead
@@ -318,6 +453,8 @@ def chat_page() -> None:
             render_answer(msg, transcripts)
     if question:
         answer_question(engine, question, transcripts, filters, k, mode)
+    if _chat():
+        st.query_params["c"] = st.session_state["conv_id"]  # a reload reopens this conversation
     conversation_buttons(top, transcripts)
 
 

@@ -15,6 +15,7 @@ if str(_UI) not in sys.path:
 import streamlit as st
 
 import _shared as ui
+import rag
 from rag import RagError
 
 ui.inject_css()
@@ -29,6 +30,24 @@ def question_sets() -> list[Path]:
     return [p for p in found if "runs" not in p.relative_to(EVAL_DIR).parts]
 
 
+def _snippet(text: str, n: int = 160) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+
+
+def passage_text(x: dict[str, Any]) -> str:
+    """A retrieved passage as the drill-down shows it: speaker and the start of its text (from
+    the index; a baseline's chunk, from the transcript's stored source)."""
+    p = engine.passage(x.get("chunk_id") or "")
+    if p is not None:
+        return (f"{p.speaker}: " if p.speaker else "") + _snippet(p.text)
+    try:
+        text = engine.source_text(x.get("transcript") or "")[int(x.get("start_char") or 0):int(x.get("end_char") or 0)]
+    except (KeyError, ValueError, TypeError):
+        return ""
+    return (f"{x['speaker']}: " if x.get("speaker") else "") + _snippet(text)
+
+
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -38,15 +57,9 @@ if not sets:
     st.info("No question sets yet: add `eval/<name>.jsonl` or `eval/<name>/questions.jsonl` (see docs/EVALUATION.md).")
     st.stop()
 
-try:  # imported lazily: only this page needs the runner
-    from rag import _evaluate
-except ImportError as exc:
-    st.warning("The evaluation runner is not available in this installation: " + ui.md_escape(exc))
-    st.stop()
-
 path = st.selectbox("Question set", sets, format_func=lambda p: p.relative_to(ui.ROOT).as_posix(), key="ev_set")
 try:
-    questions = _evaluate.load_questions(path)
+    questions = rag.load_questions(path)
 except RagError as exc:
     st.error(ui.md_escape(str(exc)))
     st.stop()
@@ -64,10 +77,8 @@ if missing:
 
 c1, c2 = st.columns(2)
 k = c1.slider("Passages per question (k)", 1, 20, value=min(settings.k, 20), key="ev_k")
-try:
-    from rag._baselines import DESCRIPTIONS, NAMES
-except ImportError:
-    NAMES, DESCRIPTIONS = (), {}
+DESCRIPTIONS = rag.baselines()
+NAMES = list(DESCRIPTIONS)
 baselines = tuple(c2.multiselect(
     "Baselines", list(NAMES), default=list(NAMES), key="ev_baselines",
     help="; ".join(f"{n}: {d}" for n, d in DESCRIPTIONS.items()) or None,
@@ -88,7 +99,7 @@ if st.button("Run evaluation", type="primary", key="ev_run", icon=":material/pla
 
     t0 = time.monotonic()
     try:
-        report = _evaluate.evaluate(path, settings, k=k, engine=engine, progress=progress, baselines=baselines, on_stage=on_stage)
+        report = rag.evaluate(path, settings, k=k, engine=engine, progress=progress, baselines=baselines, on_stage=on_stage)
         wall = time.monotonic() - t0
         st.session_state["ev_report"] = report
         st.session_state["ev_done"] = done = (
@@ -113,12 +124,12 @@ st.caption(ui.md_escape(f"{report.get('questions_file') or ''} · {report.get('n
 
 systems: list[tuple[str, dict[str, Any]]] = [("ours", report.get("metrics") or {})]
 systems += [(name, b.get("metrics") or {}) for name, b in (report.get("baselines") or {}).items()]
-keys = [key for key in _evaluate.metric_keys(k_run) if any(m.get(key) is not None for _, m in systems)]
+keys = [key for key in rag.metric_keys(k_run) if any(m.get(key) is not None for _, m in systems)]
 st.dataframe(
-    [{"metric": key, **{name: m.get(key) for name, m in systems}} for key in keys],
+    ui.table([{"metric": key, **{name: m.get(key) for name, m in systems}} for key in keys]),
     hide_index=True, width="stretch",
 )
-chart_keys = [key for key in _evaluate.retrieval_keys(k_run) + ["citation_precision", "citation_recall", "abstain_accuracy"] if key in keys]
+chart_keys = [key for key in rag.retrieval_keys(k_run) + ["citation_precision", "citation_recall", "abstain_accuracy"] if key in keys]
 if chart_keys:
     import pandas as pd
 
@@ -130,7 +141,7 @@ if report.get("by_style"):
     st.markdown("**By question style**")
     cols = ["n", "hit@1", f"hit@{k_run}", "mrr@10", "citation_precision", "abstain_accuracy", "token_f1"]
     st.dataframe(
-        [{"style": s, **{c: m.get(c) for c in cols}} for s, m in report["by_style"].items()],
+        ui.table([{"style": s, **{c: m.get(c) for c in cols}} for s, m in report["by_style"].items()]),
         hide_index=True, width="stretch",
     )
 
@@ -140,9 +151,9 @@ if rows:
     only_misses = st.toggle(f"Only questions without a correct passage in the top {k_run}", key="ev_misses")
     shown = [r for r in rows if not only_misses or r.get(f"hit@{k_run}") == 0]
     st.dataframe(
-        [{"id": r["id"], "style": r.get("style"), "question": r.get("question", ""), "hit@1": r.get("hit@1"),
-          f"hit@{k_run}": r.get(f"hit@{k_run}"), "abstained": r.get("abstained"),
-          "expect_no_answer": r.get("expect_no_answer")} for r in shown],
+        ui.table([{"id": r["id"], "style": r.get("style"), "question": r.get("question", ""), "hit@1": r.get("hit@1"),
+                   f"hit@{k_run}": r.get(f"hit@{k_run}"), "abstained": r.get("abstained"),
+                   "expect_no_answer": r.get("expect_no_answer")} for r in shown]),
         hide_index=True, width="stretch",
     )
     if shown:
@@ -165,16 +176,17 @@ if rows:
         with tabs[0]:
             st.markdown("**Retrieved** (correct = overlaps a gold passage)")
             st.dataframe(
-                [{"rank": x.get("rank"), "correct": x.get("correct"), "speaker": x.get("speaker"), "passage": x.get("chunk_id"),
-                  "chars": f"{x.get('start_char')}–{x.get('end_char')}", "score": x.get("score")} for x in r.get("retrieved", [])],
-                hide_index=True, width="stretch",
+                ui.table([{"rank": x.get("rank"), "correct": x.get("correct"), "text": passage_text(x), "passage": x.get("chunk_id"),
+                           "chars": f"{x.get('start_char')}–{x.get('end_char')}", "score": x.get("score")}
+                          for x in r.get("retrieved", [])]),
+                hide_index=True, width="stretch", column_config={"text": st.column_config.TextColumn(width="large")},
             )
             st.markdown("**Answer**" + (" (abstained)" if r.get("abstained") else ""))
             ui.html_block(ui.answer_html(r.get("answer") or ""), "rag-answer")
             if r.get("citations"):
                 st.dataframe(
-                    [{"n": c.get("n"), "correct": c.get("correct"), "passage": c.get("chunk_id"), "quote": c.get("quote")}
-                     for c in r["citations"]],
+                    ui.table([{"n": c.get("n"), "correct": c.get("correct"), "passage": c.get("chunk_id"), "quote": c.get("quote")}
+                              for c in r["citations"]]),
                     hide_index=True, width="stretch",
                 )
         for tab, (name, b) in zip(tabs[1:], (report.get("baselines") or {}).items()):
@@ -185,8 +197,10 @@ if rows:
                     continue
                 gold = [(g["transcript"], g["start_char"], g["end_char"]) for g in r.get("gold", [])]
                 st.dataframe(
-                    [{"rank": x.get("rank"), "passage": x.get("chunk_id"), "chars": f"{x.get('start_char')}–{x.get('end_char')}",
-                      "correct": any(t == x.get("transcript") and x.get("start_char", 0) < b2 and a2 < x.get("end_char", 0) for t, a2, b2 in gold)}
-                     for x in brow.get("retrieved", [])],
-                    hide_index=True, width="stretch",
+                    ui.table([{"rank": x.get("rank"), "text": passage_text(x), "passage": x.get("chunk_id"),
+                               "chars": f"{x.get('start_char')}–{x.get('end_char')}",
+                               "correct": any(t == x.get("transcript") and x.get("start_char", 0) < b2 and a2 < x.get("end_char", 0)
+                                              for t, a2, b2 in gold)}
+                              for x in brow.get("retrieved", [])]),
+                    hide_index=True, width="stretch", column_config={"text": st.column_config.TextColumn(width="large")},
                 )

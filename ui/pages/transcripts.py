@@ -38,6 +38,9 @@ tids = sorted(transcripts, key=lambda t: (transcripts[t].title.lower(), t))
 qp_t = st.query_params.get("t")
 if qp_t in transcripts and st.session_state.get("tv_transcript") != qp_t:
     st.session_state["tv_transcript"] = qp_t
+elif qp_t and qp_t not in transcripts:  # a share link to a transcript that is not (or no longer) here
+    st.warning(f"The linked transcript {ui.code_span(qp_t)} is not in the index: it may have been removed "
+               "or renamed. Choose a transcript below.", icon=":material/link_off:")
 tid = st.selectbox(
     "Transcript", tids, key="tv_transcript", on_change=_picked,
     format_func=lambda t: f"{transcripts[t].title} ({t})" if transcripts[t].title != t else t,
@@ -45,14 +48,13 @@ tid = st.selectbox(
 info = transcripts[tid]
 
 # The citation we came from (if any): its passage and the quoted sentences.
-index = engine.index()
 passage = None
 marks: list[tuple[int, int]] = []
 chunk = st.query_params.get("p")
 if chunk:
-    i = index.by_chunk.get(chunk)
-    if i is not None and index.passages[i].transcript == tid:
-        passage = index.passages[i]
+    found = engine.passage(chunk)
+    if found is not None and found.transcript == tid:
+        passage = found
         target = st.session_state.get("view_target") or {}
         if target.get("chunk") == chunk:
             marks = [tuple(h) for h in target.get("highlights", [])]
@@ -80,7 +82,8 @@ else:
 
 with st.expander(f"Speakers ({len(info.speakers)}) and passages ({info.n_passages})"):
     st.dataframe(
-        [{"name": s.name, "tag": s.tag, "role": s.role, "turns": s.turns, "description": s.description} for s in info.speakers],
+        ui.table([{"name": s.name, "tag": s.tag, "role": s.role, "turns": s.turns, "description": s.description}
+                  for s in info.speakers]),
         hide_index=True,
         width="stretch",
     )
@@ -90,14 +93,8 @@ with st.expander(f"Speakers ({len(info.speakers)}) and passages ({info.n_passage
 
 search = st.text_input("Search in this transcript", key="tv_search", placeholder="a word or phrase")
 
-source = engine.source_text(tid)
-transcript = ui.parse_source(tid, info.version, info.format, source)
+transcript = engine.transcript(tid)  # the turns as indexed, from the stored passages
 cited = passage.source_spans(0, len(passage.text)) if passage is not None else []
-
-if transcript is None:  # could not be re-parsed: show the source text as it is
-    ranges = [(a, b, "cited") for a, b in cited] + [(a, b, "mark") for a, b in marks]
-    ui.html_block(ui.marked_html(source, ranges), "rag-transcript")
-    st.stop()
 
 only = None
 if passage is not None and context_only:

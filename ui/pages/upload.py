@@ -154,7 +154,16 @@ if rows:
         st.success(f"{good} file(s) in the index.")
     if bad:
         st.error(f"{bad} file(s) not added: see the reasons below.")
-    st.dataframe(rows, hide_index=True, width="stretch",
-                 column_order=["file", "status", "passages", "speakers", "reason", "warnings"])
+    st.dataframe(ui.table(rows), hide_index=True, width="stretch",
+                 column_order=["file", "status", "passages", "speakers", "reason", "warnings"],
+                 column_config={"reason": st.column_config.TextColumn(width="large"),
+                                "warnings": st.column_config.TextColumn(width="large")})
+    # a table cell shows one line: every reason and warning, whole, below it
+    notes = [r for r in rows if r.get("reason") or r.get("warnings")]
+    if notes:
+        with st.container(key="upload_notes"):
+            for r in notes:
+                said = "; ".join(x for x in (r.get("reason"), r.get("warnings")) if x)
+                st.markdown(f"**{ui.md_escape(r['file'])}** ({ui.md_escape(r['status'])}): {ui.md_escape(said)}")
     if good:
         st.page_link(ui.page("chat", ui.CHAT_PAGE), label="Ask about them in the chat", icon=":material/chat:")
