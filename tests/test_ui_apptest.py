@@ -695,7 +695,9 @@ def start_as(monkeypatch, settings, browser: str = BROWSER, conversation: str | 
     return at
 
 
-def test_a_conversation_survives_a_reload_and_can_be_reopened_renamed_deleted(monkeypatch, seed_store, tmp_path):
+def _asked_in_a_copy(monkeypatch, seed_store, tmp_path):
+    """The app on a copy of the seed store (conversations are written into the store folder),
+    after one question: (app, settings, this browser's conversation folder)."""
     from rag import load_settings
     import shutil
 
@@ -704,9 +706,13 @@ def test_a_conversation_survives_a_reload_and_can_be_reopened_renamed_deleted(mo
     s = load_settings(store=store)
     at = start_as(monkeypatch, s)
     ask(at, BANGLADESH)
+    return at, s, store / "conversations" / BROWSER
+
+
+def test_a_conversation_survives_a_reload_and_can_be_reopened_renamed_deleted(monkeypatch, seed_store, tmp_path):
+    at, s, folder = _asked_in_a_copy(monkeypatch, seed_store, tmp_path)
     ask(at, "and Uganda?")
     cid = at.query_params["c"][0] if isinstance(at.query_params["c"], list) else at.query_params["c"]
-    folder = store / "conversations" / BROWSER
     assert [p.name for p in folder.iterdir()] == [f"{cid}.json"]  # no temporary file left behind
     before = [(m["question"], m["answer"].text, [c.quote for c in m["answer"].citations]) for m in chat(at)]
 
@@ -744,15 +750,7 @@ def test_a_conversation_survives_a_reload_and_can_be_reopened_renamed_deleted(mo
 
 
 def test_a_damaged_conversation_file_is_named_and_skipped(monkeypatch, seed_store, tmp_path):
-    from rag import load_settings
-    import shutil
-
-    store = tmp_path / "store"
-    shutil.copytree(seed_store.store, store)
-    s = load_settings(store=store)
-    at = start_as(monkeypatch, s)
-    ask(at, BANGLADESH)
-    folder = store / "conversations" / BROWSER
+    at, s, folder = _asked_in_a_copy(monkeypatch, seed_store, tmp_path)
     [good] = folder.iterdir()
     (folder / "aaaaaaaaaaaaaaaa.json").write_text('{"format": 1, "messages": [{"question": ', encoding="utf-8")
     (folder / "bbbbbbbbbbbbbbbb.json").write_bytes(b"\xff\xfe\x00 not json")
