@@ -390,3 +390,46 @@ def _join_quotes(text: str, sents: list[Sentence]) -> str:
         gap = text[prev.end : cur.start]
         out += (" " if not gap.strip() else " … ") + cur.text
     return out
+
+
+# ---------------------------------------------------------------------------- a premise's values
+
+# Values a question can take for granted: a year, a percentage, an amount of money. Generic
+# shapes, as for CARRIES.
+_VALUE_SHAPES = {
+    "year": re.compile(r"(?<![\d$£€])(1[6-9]\d\d|20\d\d)(?![\d%])"),
+    "percent": re.compile(r"(\d+(?:\.\d+)?)\s?(?:%|per ?cent\b)", re.I),
+    "money": re.compile(r"([$£€])\s?(\d[\d,]*(?:\.\d+)?)\s?(k|m|bn|thousand|million|billion)?\b", re.I),
+}
+_SCALE = {"k": "thousand", "m": "million", "bn": "billion"}
+
+
+def values_in(text: str) -> dict[str, set[str]]:
+    """The years, percentages and amounts of money a text states, by kind, in one spelling
+    ("20%" and "20 per cent" are "20"; "$5m" and "$5 million" are "$5 million")."""
+    out: dict[str, set[str]] = {}
+    for kind, pattern in _VALUE_SHAPES.items():
+        for m in pattern.finditer(text):
+            if kind == "money":
+                scale = (m.group(3) or "").lower()
+                value = f"{m.group(1)}{m.group(2).replace(',', '')}" + (f" {_SCALE.get(scale, scale)}" if scale else "")
+            else:
+                value = m.group(1) + ("%" if kind == "percent" else "")
+            out.setdefault(kind, set()).add(value)
+    return out
+
+
+def unsupported_values(question: str, passages_text: str, quoted: str) -> list[tuple[str, list[str]]]:
+    """Values the question states that none of the retrieved passages states, while the quoted
+    answer gives another value of the same kind: [(the question's value, the answer's values)].
+    "Why did the budget rise by 20% in 2019?" against passages that say 12% and 2021."""
+    asked = values_in(question)
+    if not asked:
+        return []
+    found, given = values_in(passages_text), values_in(quoted)
+    out = []
+    for kind, values in asked.items():
+        for v in sorted(values):
+            if v not in found.get(kind, set()) and given.get(kind):
+                out.append((v, sorted(given[kind])))
+    return out

@@ -337,6 +337,10 @@ class Engine:
             text, citations = REFUSAL, []
         else:
             text, citations = _answer.compose(top, chosen, speakers=_answer.manifest_speakers(self._manifest))
+            if not use_llm:
+                unsupported = _values_note(query.text, top, citations)
+                if unsupported:
+                    text, premise = f"{unsupported} {text}", "value"
             if use_llm:
                 from ._llm import llm_answer
 
@@ -558,6 +562,18 @@ def _says(p: Passage, query: QueryPlan) -> bool:
 def _refers_to(p: Passage, query: QueryPlan, role_of: dict[str, str] | None = None) -> bool:
     """Is this passage by someone (or of a kind) the question names, answering or asking?"""
     return _says(p, query) or _asked_by(p, query, role_of or {})
+
+
+def _values_note(question: str, top: list[Retrieved], citations: list[Citation]) -> str:
+    """A question that takes a value for granted (a year, a percentage, an amount) that none of
+    the passages found states, answered with a quote that gives another: say so before the
+    quote, rather than answer as if the question's value held."""
+    found = " ".join(f"{r.passage.question} {r.passage.text}" for r in top)
+    pairs = _answer.unsupported_values(question, found, " ".join(c.quote for c in citations))
+    if not pairs:
+        return ""
+    said = " or ".join(f"{v} (the quote gives {' and '.join(others)})" for v, others in pairs)
+    return f"The passages found do not mention {said}."
 
 
 def _named_in(query: QueryPlan) -> str:

@@ -54,6 +54,10 @@ OL: The storm in January broke the eastern harbour wall in two places, and the s
 RT: Eva, how are the schools in the town doing?
 
 EK: Our schools hired six new teachers this year, and the primary school finally has a library of its own.
+
+RT: And the harbour budget?
+
+OL: The council raised the harbour budget by 12% in 2021, to £4 million, after the storm damage was counted.
 """
 
 
@@ -79,3 +83,29 @@ def test_a_word_that_is_also_a_first_name_is_not_a_speaker():
     assert corpus.speakers_in_question("What were the unintended consequences of the Bill?")[0] == []
     assert corpus.speakers_in_question("What did Bill say about the budget?")[0] == ["Bill Blair"]
     assert corpus.speakers_in_question("What did Bill Blair say about the Bill?")[0] == ["Bill Blair"]
+
+
+def test_a_value_the_question_takes_for_granted_that_the_passages_do_not_state(tmp_path, embedder):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "panel.md").write_text(PANEL, encoding="utf-8")
+    s = load_settings(store=tmp_path / "store")
+    assert not ingest([folder], s, embedder=embedder).failed
+    engine = Engine(s)
+    a = engine.ask("Why did the council raise the harbour budget by 20% in 2019?")
+    assert a.premise == "value" and not a.abstained
+    assert a.text.startswith("The passages found do not mention 2019 (the quote gives 2021) or 20% (the quote gives 12%).")
+    assert "12% in 2021" in a.citations[0].quote
+    # the values the passages do state: answered as asked
+    b = engine.ask("Why did the council raise the harbour budget by 12% in 2021?")
+    assert b.premise == "" and "12% in 2021" in b.citations[0].quote
+
+
+def test_values_are_read_in_one_spelling():
+    from rag._answer import unsupported_values, values_in
+
+    assert values_in("In 2019 it rose 20%, or 20 per cent, to $5m; then $5 million, £1,200") == {
+        "year": {"2019"}, "percent": {"20%"}, "money": {"$5 million", "£1200"}}
+    assert unsupported_values("Did it rise by 20 per cent?", "It rose by 20%.", "It rose by 20%.") == []
+    # no value of that kind in the quote: nothing to set against the question's
+    assert unsupported_values("Why did it rise in 2019?", "It rose a lot.", "It rose a lot.") == []
