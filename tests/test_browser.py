@@ -272,7 +272,7 @@ def test_citation_markers_open_their_source(server, browser, viewport, tmp_path)
         box.wait_for()
         # the chat box has the focus on load: typing goes straight into it
         page.wait_for_function("() => document.activeElement && document.activeElement.getAttribute('data-testid') === 'stChatInputTextArea'",
-                               timeout=10_000)
+                               timeout=30_000)
         page.keyboard.type(QUESTION)
         page.keyboard.press("Enter")
         message = page.get_by_test_id("stChatMessage").last
@@ -292,7 +292,7 @@ def test_citation_markers_open_their_source(server, browser, viewport, tmp_path)
         assert quote.startswith(mark.inner_text()) and len(mark.inner_text()) > 20
         page.wait_for_function(
             """(el) => { const r = el.getBoundingClientRect(); return r.top < window.innerHeight && r.bottom > 0; }""",
-            arg=mark.element_handle(), timeout=10_000,
+            arg=mark.element_handle(), timeout=30_000,
         )
         mobile = viewport["width"] == 390
         page.wait_for_timeout(1200)  # the card has opened: the quote stays in view

@@ -278,9 +278,24 @@ function openCard(key){
     var m = box.querySelector('mark.rag-mark');
     (m || box).scrollIntoView({block: m ? 'center' : 'start', behavior: 'auto'});
   }
+  function inView(){
+    var m = box.querySelector('mark.rag-mark') || box;
+    var r = m.getBoundingClientRect();
+    var b = document.querySelector('[data-testid="stBottom"]');
+    var bottom = b ? b.getBoundingClientRect().top : window.innerHeight;
+    return r.top >= 0 && bottom > r.top;
+  }
   show();
-  // again while the card opens (Streamlit keeps a chat scrolled to its end as it grows)
-  setTimeout(show, 150); setTimeout(show, 450); setTimeout(show, 900);
+  // keep it in view while the card opens: Streamlit keeps a chat scrolled to its end as it
+  // grows, and on a busy machine that can come seconds later; the reader's own scrolling ends it
+  var until = Date.now() + 4000;
+  function stop(){ until = 0; }
+  ['wheel', 'touchstart', 'keydown'].forEach(function(e){ window.addEventListener(e, stop, {once: true, capture: true}); });
+  (function hold(){
+    if (Date.now() > until) { return; }
+    if (!inView()) { show(); }
+    setTimeout(hold, 100);
+  })();
   box.classList.add('rag-flash');
   box.setAttribute('data-rag-opened', '1');
   setTimeout(function(){ box.classList.remove('rag-flash'); }, 2000);
@@ -309,7 +324,7 @@ function focusChat(){
   var here = document.activeElement;
   if (box && (!here || here === document.body)) { box.focus(); return; }
   tries += 1;
-  if (!box && tries !== 50) { setTimeout(focusChat, 100); }  // up to 5 s for the box to appear
+  if (!box && tries !== 600) { setTimeout(focusChat, 100); }  // up to a minute for the box to appear (a busy server)
 }
 focusChat();
 })();</script>"""
