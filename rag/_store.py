@@ -3,7 +3,8 @@
 Two collections, both named after the embedding model and the chunker version, so a new model
 or chunker builds a new index instead of mixing chunks:
 
-* ``p_<model>_c<N>``: one record per passage, id ``<chunk_id>@<version>``.
+* ``p_<model>_c<N>``: one record per passage, id ``<chunk_id>@<version>``; a question is stored
+  on one passage of its transcript, the others refer to it (``_passage_metas``).
 * ``m_<model>_c<N>``: one record per transcript (its content hash, version, metadata and the
   decoded source text, for showing and highlighting it).
 
@@ -43,6 +44,7 @@ HTTP_CONNECT_TIMEOUT = 10.0
 _P_CONFIG = {"hnsw": {"space": "cosine"}}
 _REBUILD = "_rebuild"  # suffix of a collection's copy while it is rebuilt
 _UNFINISHED = "ingest.unfinished"  # present while an ingest writes (embedded stores)
+_QREF = "question_ref"  # set on a passage whose question is stored on another one (_passage_metas)
 
 
 @dataclass
@@ -429,7 +431,7 @@ class Store:
             ids += [f"{p.chunk_id}@{version}" for p in passages]
             vecs.append(np.asarray(vectors, dtype=np.float32).reshape(len(passages), -1))
             docs += [p.text for p in passages]
-            metas += [_passage_meta(p, version) for p in passages]
+            metas += _passage_metas(passages, version)
         with self._guard():
             if ids:
                 matrix = np.concatenate(vecs)
@@ -686,6 +688,7 @@ class Store:
         passages: list[Passage] = []
         vecs: list[Any] = []
         shared: dict[str, str] = {}
+        refs: list[int] = []  # passages whose question is stored on another one (see _passage_metas)
         offset = 0
         with self._guard():
             while True:
@@ -700,10 +703,13 @@ class Store:
                         continue
                     passages.append(passage_from_meta(doc, md, shared))
                     keep.append(i)
+                    if md.get(_QREF):
+                        refs.append(len(passages) - 1)
                 if with_vectors and keep:
                     vecs.append(np.asarray(got["embeddings"], dtype=np.float32)[keep].astype(vector_dtype))
                 offset += len(got["ids"])
                 del got
+        _resolve_questions(passages, refs)
         order = sorted(range(len(passages)), key=lambda i: (passages[i].transcript, passages[i].turns, passages[i].part))
         passages = [passages[i] for i in order]
         matrix = None
@@ -860,6 +866,42 @@ def _passage_meta(p: Passage, version: str) -> dict[str, Any]:
     if p.end_time is not None:
         md["end_time"] = float(p.end_time)
     return md
+
+
+def _passage_metas(passages: list[Passage], version: str) -> list[dict[str, Any]]:
+    """The passages' metadata, each question stored once: the first passage of a transcript that
+    carries a question holds its text and segments; the other parts of a split answer (and other
+    answers to the same question) hold a reference instead (``_QREF``: the question is that of
+    the passage of the same transcript with the same first turn, the question's turn). A 130 KB
+    question whose answer was cut into 250 parts made a 110 MB store when each part copied it.
+    The embedded question (``embed_question``, at most QUESTION_TOKEN_CAP tokens) stays in each
+    part: it is part of what the part's vector was computed from, and recovery re-embeds it."""
+    held: set[tuple[str, int]] = set()
+    out = []
+    for p in passages:
+        md = _passage_meta(p, version)
+        if p.question:
+            key = (p.transcript, p.turns[0])
+            if key in held:
+                md["question"], md["qsegments"], md[_QREF] = "", "[]", 1
+            held.add(key)
+        out.append(md)
+    return out
+
+
+def _resolve_questions(passages: list[Passage], refs: list[int]) -> None:
+    """Fill in the question of passages that reference it (``_passage_metas``), from the passage
+    of the same transcript and first turn that holds it; all of a transcript's passages are
+    loaded together, so the holder is among ``passages``."""
+    if not refs:
+        return
+    ref_set = set(refs)
+    holders = {(p.transcript, p.turns[0]): p for i, p in enumerate(passages) if p.question and i not in ref_set}
+    for i in refs:
+        p = passages[i]
+        holder = holders.get((p.transcript, p.turns[0]))
+        if holder is not None:
+            p.question, p.question_segments = holder.question, holder.question_segments
 
 
 def _segments_json(segments: list[Segment]) -> str:

@@ -1,5 +1,5 @@
 """The store under stress: very many transcripts, readers during a rebuild, server faults, damaged
-files and a full disk (issue 14, points 1, 4, 5, 10 and 13; docs/RELIABILITY.md, "The store").
+files, a full disk and long questions (issue 14, points 1, 4, 5, 7, 10 and 13; docs/RELIABILITY.md, "The store").
 
 Each test reproduces one defect; sizes are chosen to run in seconds."""
 
@@ -396,3 +396,58 @@ def test_a_full_disk_is_a_clear_error_and_the_store_stays_readable(where, tmp_pa
     assert not (settings.store / "ingest.unfinished").exists()
     answer = Engine(settings, embedder=embedder).ask(QUESTION)
     assert not answer.abstained and "Bangladesh" in answer.citations[0].quote
+
+
+# ---------------------------------------------------------------------- 7: storage amplification
+
+
+def _prose(rng: np.random.Generator, chars: int) -> str:
+    words = ("the committee asked about funding for schools teachers pupils and budget plans with evidence "
+             "from the minister report on health services local authority support staff training").split()
+    paragraphs, size = [], 0
+    while size < chars:
+        sentences = [" ".join(rng.choice(words, rng.integers(8, 20))).capitalize() + "." for _ in range(12)]
+        paragraphs.append(" ".join(sentences))
+        size += len(paragraphs[-1]) + 2
+    return "\n\n".join(paragraphs)
+
+
+def _stored_bytes(collection) -> int:
+    """What a collection stores besides its vectors: documents and metadata values."""
+    got = collection.get(include=["documents", "metadatas"])
+    return (sum(len((d or "").encode()) for d in got["documents"])
+            + sum(len(str(v).encode()) for md in got["metadatas"] for v in (md or {}).values()))
+
+
+@pytest.mark.timeout(300)
+def test_a_long_question_is_stored_once_not_in_every_part_of_its_answer(tmp_path, embedder):
+    """Every part of a split answer stored the whole question and its segments: a 389 KB file
+    with a 130 KB question made a 110 MB store. Now one passage holds it and the others refer
+    to it; loaded passages are exactly what the chunker made (question included)."""
+    rng = np.random.default_rng(7)
+    question, answer = _prose(rng, 24_000), _prose(rng, 48_000)
+    text = (f"Interviewer: {question}\n\nWitness: {answer}\n\nOther Witness: {_prose(rng, 3_000)}\n\n"
+            f"Interviewer: And the buses?\n\nWitness: They run on time.\n")
+    src = tmp_path / "in" / "long.txt"
+    src.parent.mkdir()
+    src.write_text(text, encoding="utf-8")
+    settings = load_settings(store=tmp_path / "store")
+    report = ingest([src.parent], settings, embedder=embedder)
+    assert not report.failed
+
+    expected = chunk_transcript(parse_bytes(src.read_bytes(), "long.txt", ".txt"), embedder.count_tokens, embedder.max_tokens)
+    sharing = [p for p in expected if p.turns[0] == 0]  # the answers to the long question
+    assert len(sharing) > 40 and len({p.turns[1] for p in sharing}) == 2  # many parts, two answers
+    assert all(len(p.question) > 24_000 for p in sharing)
+    store = Store(settings)
+    stored = _stored_bytes(store._passages) + _stored_bytes(store._manifest)
+    size = src.stat().st_size
+    # the source text (kept once, in the manifest), the answers once, the question once, and per
+    # part its embedded question (at most 96 tokens) and layout; copying the question: 17 times
+    assert stored < 3 * size, (stored, size)
+
+    for loaded in (store.all_passages()[0], store.all_passages("long.txt")[0]):
+        assert [p.to_dict() for p in loaded] == [p.to_dict() for p in expected]
+        assert [p.question_segments for p in loaded] == [p.question_segments for p in expected]
+        assert [p.segments for p in loaded] == [p.segments for p in expected]
+        assert [p.embed_text for p in loaded] == [p.embed_text for p in expected]
