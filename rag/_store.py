@@ -44,6 +44,22 @@ HTTP_CONNECT_TIMEOUT = 10.0
 _P_CONFIG = {"hnsw": {"space": "cosine"}}
 _REBUILD = "_rebuild"  # suffix of a collection's copy while it is rebuilt
 _UNFINISHED = "ingest.unfinished"  # present while an ingest writes (embedded stores)
+_HEALTH_TIMEOUT = 600.0  # seconds the child checking the vector index may take (it loads the index)
+# The vector index check, run in a child process (Store._index_health): exit 0 when the index
+# answers a count and a one-result search, 1 when Chroma raises, killed by a signal when
+# Chroma's native code crashes.
+_HEALTH_CHILD = """
+import sys
+import chromadb
+from chromadb.config import Settings
+client = chromadb.PersistentClient(path=sys.argv[1], settings=Settings(anonymized_telemetry=False, allow_reset=False))
+passages = client.get_collection(sys.argv[2], embedding_function=None)
+client.get_collection(sys.argv[3], embedding_function=None).count()
+if passages.count():
+    got = passages.get(limit=1, include=["embeddings"])
+    dim = len(got["embeddings"][0]) if got["ids"] else 1
+    passages.query(query_embeddings=[[0.0] * dim], n_results=1, include=[])
+"""
 _QREF = "question_ref"  # set on a passage whose question is stored on another one (_passage_metas)
 
 
@@ -502,9 +518,17 @@ class Store:
         if self.settings.chroma_url:
             return []
         unfinished = (self.settings.store / _UNFINISHED).exists()
-        if not unfinished and self._healthy():
+        health = self._index_health()
+        if not unfinished and health == "ok":
             return []
         notes = ["the last ingest did not finish" if unfinished else "the vector index did not answer"]
+        if health == "crashed":
+            # loading the index crashes Chroma, even to read the records: set its files aside first
+            moved = self._set_aside_index_files()
+            if moved is None:
+                raise _IndexDamaged(f"cannot rebuild the vector index in {self.settings.store}/: loading it crashes "
+                                    "Chroma, and its files could not be moved aside", _DatabaseDamaged.help_message)
+            notes.append(f"the vector index files crashed Chroma when loaded: moved to {moved[0]}")
         try:
             m_got, ids, docs, metas, texts = self._recovery_records()
         except _IndexDamaged as first:
@@ -612,15 +636,25 @@ class Store:
         with contextlib.suppress(Exception):
             self.reopen()
 
-    def _healthy(self) -> bool:
+    def _index_health(self) -> str:
+        """Whether the vector index answers a count and a one-result search: "ok", "error"
+        (Chroma raised) or "crashed". Checked in a child process: some damage (random bytes
+        inside ``data_level0.bin`` under an intact header) makes Chroma's native HNSW code crash
+        the process that loads the index (a segmentation fault, which no Python code catches),
+        and that includes reading the records. About a second (the child imports chromadb)."""
+        import subprocess
+        import sys
+
+        env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+        argv = [sys.executable, "-c", _HEALTH_CHILD, str(self.settings.store), self._passages.name, self._manifest.name]
         try:
-            with self._guard():
-                self._manifest.count()
-                if self._passages.count():
-                    self._passages.query(query_embeddings=[[0.0] * (self._dimension() or 1)], n_results=1, include=[])
-            return True
-        except Exception:
-            return False
+            done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=_HEALTH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return "error"
+        if done.returncode == 0:
+            return "ok"
+        return "crashed" if done.returncode < 0 else "error"  # < 0: killed by a signal (SIGSEGV)
 
     def _dimension(self) -> int | None:
         got = self._passages.get(limit=1, include=["embeddings"])

@@ -307,8 +307,8 @@ def _damage(d: Path, how: str) -> None:
         for f in d.iterdir():
             f.unlink()
     elif how == "garbled header":
-        # (random bytes inside data_level0.bin can crash Chroma's native HNSW code outright: a
-        # segmentation fault no Python code can catch; see docs/RELIABILITY.md)
+        # (random bytes inside data_level0.bin crash Chroma's native HNSW code outright: see
+        # test_random_bytes_in_the_vector_data_are_rebuilt_not_a_crash)
         f = d / "header.bin"
         f.write_bytes(rng.integers(0, 256, f.stat().st_size, dtype=np.uint8).tobytes())
     else:
@@ -341,6 +341,31 @@ def test_a_damaged_vector_index_is_a_clear_error_and_ingest_repairs_it(how, pris
     if how != "deleted":  # not even the records could be read: the files were set aside, kept
         assert any("moved to" in x for x in notes)
         assert list(folder.glob("damaged-*/*/header.bin"))
+    fresh_client_state()
+    answer = Engine(load_settings(store=folder), embedder=embedder).ask(QUESTION)
+    assert not answer.abstained and "Bangladesh" in answer.citations[0].quote
+
+
+@pytest.mark.timeout(300)
+def test_random_bytes_in_the_vector_data_are_rebuilt_not_a_crash(pristine_store, tmp_path, embedder):
+    """Random bytes inside ``data_level0.bin`` (header intact) make Chroma's native HNSW code
+    crash the process that loads the index (SIGSEGV), reading the records included: the
+    recovery's health check itself killed `rag ingest`, and before this fix it killed this test
+    process. Now the check runs in a child process; its crash means the files are set aside
+    and the index rebuilt from the records."""
+    pristine, n, vectors = pristine_store
+    folder = _copy(pristine, tmp_path)
+    f = _passages_index_dir(folder) / "data_level0.bin"
+    f.write_bytes(np.random.default_rng(0).integers(0, 256, f.stat().st_size, dtype=np.uint8).tobytes())
+    settings = load_settings(store=folder)
+    store = Store(settings, create=True)
+    assert store._index_health() == "crashed"
+    with store.ingest_lock():
+        notes = store.recover(lambda texts: np.stack([vectors[t] for t in texts]))
+    assert any("crashed Chroma when loaded: moved to" in x for x in notes), notes
+    assert any(f"rebuilt the vector index: {n} passages" in x for x in notes), notes
+    assert list(folder.glob("damaged-*/*/data_level0.bin"))
+    assert store._index_health() == "ok"
     fresh_client_state()
     answer = Engine(load_settings(store=folder), embedder=embedder).ask(QUESTION)
     assert not answer.abstained and "Bangladesh" in answer.citations[0].quote
