@@ -72,3 +72,21 @@ def test_run_all_quick(tmp_path):
         assert heading in md, heading
     assert "quick smoke mode" in md and meta["machine"]["cpu_model"] in md
     assert "| figure | target | measured | met |" in md
+
+
+def test_run_all_keeps_the_sections_it_does_not_write(tmp_path):
+    """bench/run_all.py rewrites docs/BENCHMARKS.md from the benchmarks it runs; the sections of
+    the benchmarks it does not run (7: scaling_bench.py, 8: many_transcripts.py) must survive."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    page = tmp_path / "BENCHMARKS.md"
+    page.write_text("# Benchmarks\n\nold intro\n\n## 1. Ingest throughput\n\nold figures\n\n"
+                    "## 7. Scaling\n\nseven\n\n## 8. Many transcripts\n\n| a | b |\n")
+    run_all.write_page(page, "# Benchmarks\n\nnew intro\n\n## 1. Ingest throughput\n\nnew figures\n")
+    assert page.read_text() == ("# Benchmarks\n\nnew intro\n\n## 1. Ingest throughput\n\nnew figures\n\n"
+                                "## 7. Scaling\n\nseven\n\n## 8. Many transcripts\n\n| a | b |\n")
+    run_all.write_page(page, page.read_text())  # nothing doubled on the next rewrite
+    assert page.read_text().count("## 7.") == 1
