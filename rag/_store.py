@@ -656,10 +656,6 @@ class Store:
             return "ok"
         return "crashed" if done.returncode < 0 else "error"  # < 0: killed by a signal (SIGSEGV)
 
-    def _dimension(self) -> int | None:
-        got = self._passages.get(limit=1, include=["embeddings"])
-        return len(got["embeddings"][0]) if got["ids"] else None
-
     def _replace(self, collection, configuration: dict | None, fill: Callable[[Any], None]):
         """A fresh collection, filled by ``fill``, under the old one's name. Killed while it is
         filled, the old collection stands and the copy is dropped when the store next opens;
