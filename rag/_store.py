@@ -565,9 +565,11 @@ class Store:
                         metadatas=[metas[i] for i in sl])
 
         def fill_manifest(col) -> None:
-            if m_rows:
-                col.add(ids=[m_got["ids"][i] for i in m_rows], embeddings=[[1.0]] * len(m_rows),
-                        documents=[m_got["documents"][i] for i in m_rows], metadatas=[m_got["metadatas"][i] for i in m_rows])
+            # in batches too: Chroma refuses a write of more than 5,461 records
+            for at in range(0, len(m_rows), _BATCH):
+                sl = m_rows[at : at + _BATCH]
+                col.add(ids=[m_got["ids"][i] for i in sl], embeddings=[[1.0]] * len(sl),
+                        documents=[m_got["documents"][i] for i in sl], metadatas=[m_got["metadatas"][i] for i in sl])
 
         with self._guard():
             self._passages = self._replace(self._passages, _P_CONFIG, fill_passages)

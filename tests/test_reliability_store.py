@@ -82,6 +82,27 @@ def test_a_store_of_more_than_32767_transcripts_lists_fingerprints_and_repairs(t
     assert Store(settings).fingerprint() == store.fingerprint()
 
 
+@pytest.mark.timeout(300)
+def test_recovery_of_a_store_of_more_than_5461_transcripts(tmp_path):
+    """Found by bench/many_transcripts.py: the rebuild wrote every manifest record in one call,
+    and Chroma refuses a write of more than 5,461 records, so a store of more transcripts could
+    not be recovered after a killed ingest ("Batch size of 99999 is greater than max batch size")."""
+    settings = load_settings(store=tmp_path / "store")
+    store = Store(settings, create=True)
+    n = 6000
+    ids = [f"t{i:05d}.txt" for i in range(n)]
+    for at in range(0, n, 1000):
+        batch = ids[at : at + 1000]
+        store._manifest.add(ids=batch, embeddings=[[1.0]] * len(batch), documents=["text"] * len(batch),
+                            metadatas=[{"version": "v1"}] * len(batch))
+    (settings.store / "ingest.unfinished").write_text("1\n")  # as a killed ingest leaves it
+    with store.ingest_lock():
+        notes = store.recover(lambda texts: np.zeros((len(texts), 2), dtype=np.float32))
+    assert any("rebuilt the vector index: 0 passages of 6000 transcripts" in x for x in notes), notes
+    fresh_client_state()
+    assert sorted(Store(settings).manifest()) == ids
+
+
 # ---------------------------------------------------------------------- 4: readers during a rebuild
 
 
