@@ -4,7 +4,8 @@
     .venv/bin/python bench/run_all.py --quick --out /tmp/b.md --json /tmp/b.json   # smoke run
 
 Each benchmark runs in its own process (bench/ingest_bench.py, bench/query_bench.py,
-bench/coldstart_bench.py) and reports JSON; this script waits for a quiet machine first
+bench/coldstart_bench.py) and reports JSON (sections of the page this script does not write, from
+bench/scaling_bench.py and bench/many_transcripts.py, are kept as they are); this script waits for a quiet machine first
 (1-minute load average under --load-below, for at most --max-wait seconds), records the load
 before and after each benchmark, and renders the tables. Figures are medians over repeated runs,
 each with its comparison measured in the same run. Nothing here asserts a timing.
@@ -354,6 +355,30 @@ def render(results: dict, meta: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def sections(text: str) -> list[tuple[str, str]]:
+    """(heading, text) of each ``## `` section of a page, the text before the first as heading ''."""
+    out: list[tuple[str, list[str]]] = [("", [])]
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            out.append((line.strip(), []))
+        out[-1][1].append(line)
+    return [(h, "".join(lines)) for h, lines in out]
+
+
+def keep_other_sections(new: str, old: str) -> str:
+    """``new`` and, after it, every section of ``old`` that ``new`` has no heading for: the sections
+    written from benchmarks this script does not run (7: bench/scaling_bench.py, 8:
+    bench/many_transcripts.py) survive a rewrite of the page."""
+    have = {h for h, _ in sections(new)}
+    kept = [body.rstrip("\n") + "\n" for h, body in sections(old) if h and h not in have]
+    return new.rstrip("\n") + "\n" + "".join("\n" + k for k in kept)
+
+
+def write_page(out: Path, text: str) -> None:
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    out.write_text(keep_other_sections(text, old), encoding="utf-8")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiniest inputs, one repetition: proves the scripts work")
@@ -372,7 +397,7 @@ def main(argv=None) -> int:
     if args.render_from:
         saved = json.loads(Path(args.render_from).read_text())
         out = Path(args.out) if args.out else C.ROOT / "docs" / "BENCHMARKS.md"
-        out.write_text(render(saved["results"], saved["meta"]), encoding="utf-8")
+        write_page(out, render(saved["results"], saved["meta"]))
         C.log(f"wrote {out}")
         return 0
 
@@ -400,7 +425,7 @@ def main(argv=None) -> int:
             meta["reused"]["benchmarks"].append("ingest experiments")
             meta["reused"]["from"] = when
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(results, meta), encoding="utf-8")
+    write_page(out, render(results, meta))
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str), encoding="utf-8")
     C.log(f"wrote {out}")

@@ -1,8 +1,10 @@
 """Ingest time against input size for the input shapes that once took quadratic time (issue 14,
 point 3): many reader-comment lines, JSON turns whose text key is written as an escape, one very
 long word, and many speakers. Each shape is parsed and chunked (what ingest does before
-embedding, with the bundled model's tokenizer counting tokens) at sizes n, 2n and 4n; a linear
-step costs about 2x per doubling. Nothing is asserted: the figures go to docs/BENCHMARKS.md.
+embedding, with the bundled model's tokenizer counting tokens, garbage collection paused as
+ingest pauses it) at sizes n, 2n and 4n; a linear step costs about 2x per doubling. Wall time
+(median of 5) and CPU time of the process (the least of 5: on a machine shared with other work,
+wall time includes waiting for a core). Nothing is asserted: the figures go to docs/BENCHMARKS.md.
 
     .venv/bin/python bench/scaling_bench.py [--out FILE.json] [--quick]
 """
@@ -53,6 +55,7 @@ def main() -> None:
 
     from rag._chunk import chunk_transcript
     from rag._embed import Embedder
+    from rag._ingest import _gc_paused
     from rag._parse import parse_bytes
 
     embedder = Embedder("all-MiniLM-L6-v2")
@@ -63,16 +66,22 @@ def main() -> None:
         rows = []
         for n in (n0, 2 * n0, 4 * n0):
             data = make(n)
-            times = []
-            for _ in range(1 if args.quick else 3):
-                t0 = time.perf_counter()
-                t = parse_bytes(data, f"bench{suffix}")
-                passages = chunk_transcript(t, embedder.count_tokens, embedder.max_tokens)
+            times, cpu = [], []
+            for _ in range(1 if args.quick else 5):
+                t0, c0 = time.perf_counter(), time.process_time()
+                with _gc_paused():  # as ingest does
+                    t = parse_bytes(data, f"bench{suffix}")
+                with _gc_paused():
+                    passages = chunk_transcript(t, embedder.count_tokens, embedder.max_tokens)
                 times.append(time.perf_counter() - t0)
-            rows.append({"n": n, "bytes": len(data), "seconds": round(statistics.median(times), 3), "passages": len(passages)})
+                cpu.append(time.process_time() - c0)
+            rows.append({"n": n, "bytes": len(data), "seconds": round(statistics.median(times), 3),
+                         "cpu_seconds": round(min(cpu), 3), "passages": len(passages)})
         ratios = [round(b["seconds"] / a["seconds"], 2) if a["seconds"] else None for a, b in zip(rows, rows[1:])]
-        result["shapes"].append({"shape": name, "sizes": rows, "doubling_ratios": ratios})
-        print(f"{name:28} " + "  ".join(f"n={r['n']}: {r['seconds']:.3f}s" for r in rows) + f"  x2 -> {ratios}", flush=True)
+        cpu_ratios = [round(b["cpu_seconds"] / a["cpu_seconds"], 2) if a["cpu_seconds"] else None for a, b in zip(rows, rows[1:])]
+        result["shapes"].append({"shape": name, "sizes": rows, "doubling_ratios": ratios, "cpu_doubling_ratios": cpu_ratios})
+        print(f"{name:28} " + "  ".join(f"n={r['n']}: {r['seconds']:.3f}s ({r['cpu_seconds']:.3f}s CPU)" for r in rows)
+              + f"  x2 -> {ratios}, CPU {cpu_ratios}", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ._chunk import chunk_transcript
 from ._embed import Embedder
@@ -183,6 +184,21 @@ def _invalid_character(t: Transcript) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while one file is parsed or chunked: the objects made are
+    freed by reference counting, and each full collection would walk every object the process
+    holds (the model and tokenizer: about 180,000), which made the time of a large file grow
+    faster than its size (16,000 JSON turns: 0.81 s CPU with it, 0.71 s without)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def file_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -317,11 +333,13 @@ def ingest(
                             f"{tid}: a transcript with this id came from {_shown(other)}, which still exists; not replaced: "
                             "rename this file, or ingest the folder above both (ids then include their subfolders), "
                             "or pass --replace-from-elsewhere to replace it")
-                    transcript = parse_bytes(data, tid, path.suffix)
+                    with _gc_paused():
+                        transcript = parse_bytes(data, tid, path.suffix)
                     bad = _invalid_character(transcript)
                     if bad:
                         raise TranscriptError(f"{tid}: {bad}; fix the file (often a \\u escape in front matter or JSON)")
-                    passages = chunk_transcript(transcript, embedder.count_tokens, embedder.max_tokens)
+                    with _gc_paused():
+                        passages = chunk_transcript(transcript, embedder.count_tokens, embedder.max_tokens)
                     if not passages:
                         raise TranscriptError(f"{tid}: nothing to index (only procedural turns)")
                     result.status = "updated" if old is not None else "added"

@@ -3,7 +3,8 @@
 Two collections, both named after the embedding model and the chunker version, so a new model
 or chunker builds a new index instead of mixing chunks:
 
-* ``p_<model>_c<N>``: one record per passage, id ``<chunk_id>@<version>``.
+* ``p_<model>_c<N>``: one record per passage, id ``<chunk_id>@<version>``; a question is stored
+  on one passage of its transcript, the others refer to it (``_passage_metas``).
 * ``m_<model>_c<N>``: one record per transcript (its content hash, version, metadata and the
   decoded source text, for showing and highlighting it).
 
@@ -43,6 +44,23 @@ HTTP_CONNECT_TIMEOUT = 10.0
 _P_CONFIG = {"hnsw": {"space": "cosine"}}
 _REBUILD = "_rebuild"  # suffix of a collection's copy while it is rebuilt
 _UNFINISHED = "ingest.unfinished"  # present while an ingest writes (embedded stores)
+_HEALTH_TIMEOUT = 600.0  # seconds the child checking the vector index may take (it loads the index)
+# The vector index check, run in a child process (Store._index_health): exit 0 when the index
+# answers a count and a one-result search, 1 when Chroma raises, killed by a signal when
+# Chroma's native code crashes.
+_HEALTH_CHILD = """
+import sys
+import chromadb
+from chromadb.config import Settings
+client = chromadb.PersistentClient(path=sys.argv[1], settings=Settings(anonymized_telemetry=False, allow_reset=False))
+passages = client.get_collection(sys.argv[2], embedding_function=None)
+client.get_collection(sys.argv[3], embedding_function=None).count()
+if passages.count():
+    got = passages.get(limit=1, include=["embeddings"])
+    dim = len(got["embeddings"][0]) if got["ids"] else 1
+    passages.query(query_embeddings=[[0.0] * dim], n_results=1, include=[])
+"""
+_QREF = "question_ref"  # set on a passage whose question is stored on another one (_passage_metas)
 
 
 @dataclass
@@ -429,7 +447,7 @@ class Store:
             ids += [f"{p.chunk_id}@{version}" for p in passages]
             vecs.append(np.asarray(vectors, dtype=np.float32).reshape(len(passages), -1))
             docs += [p.text for p in passages]
-            metas += [_passage_meta(p, version) for p in passages]
+            metas += _passage_metas(passages, version)
         with self._guard():
             if ids:
                 matrix = np.concatenate(vecs)
@@ -500,9 +518,17 @@ class Store:
         if self.settings.chroma_url:
             return []
         unfinished = (self.settings.store / _UNFINISHED).exists()
-        if not unfinished and self._healthy():
+        health = self._index_health()
+        if not unfinished and health == "ok":
             return []
         notes = ["the last ingest did not finish" if unfinished else "the vector index did not answer"]
+        if health == "crashed":
+            # loading the index crashes Chroma, even to read the records: set its files aside first
+            moved = self._set_aside_index_files()
+            if moved is None:
+                raise _IndexDamaged(f"cannot rebuild the vector index in {self.settings.store}/: loading it crashes "
+                                    "Chroma, and its files could not be moved aside", _DatabaseDamaged.help_message)
+            notes.append(f"the vector index files crashed Chroma when loaded: moved to {moved[0]}")
         try:
             m_got, ids, docs, metas, texts = self._recovery_records()
         except _IndexDamaged as first:
@@ -539,9 +565,11 @@ class Store:
                         metadatas=[metas[i] for i in sl])
 
         def fill_manifest(col) -> None:
-            if m_rows:
-                col.add(ids=[m_got["ids"][i] for i in m_rows], embeddings=[[1.0]] * len(m_rows),
-                        documents=[m_got["documents"][i] for i in m_rows], metadatas=[m_got["metadatas"][i] for i in m_rows])
+            # in batches too: Chroma refuses a write of more than 5,461 records
+            for at in range(0, len(m_rows), _BATCH):
+                sl = m_rows[at : at + _BATCH]
+                col.add(ids=[m_got["ids"][i] for i in sl], embeddings=[[1.0]] * len(sl),
+                        documents=[m_got["documents"][i] for i in sl], metadatas=[m_got["metadatas"][i] for i in sl])
 
         with self._guard():
             self._passages = self._replace(self._passages, _P_CONFIG, fill_passages)
@@ -610,19 +638,25 @@ class Store:
         with contextlib.suppress(Exception):
             self.reopen()
 
-    def _healthy(self) -> bool:
-        try:
-            with self._guard():
-                self._manifest.count()
-                if self._passages.count():
-                    self._passages.query(query_embeddings=[[0.0] * (self._dimension() or 1)], n_results=1, include=[])
-            return True
-        except Exception:
-            return False
+    def _index_health(self) -> str:
+        """Whether the vector index answers a count and a one-result search: "ok", "error"
+        (Chroma raised) or "crashed". Checked in a child process: some damage (random bytes
+        inside ``data_level0.bin`` under an intact header) makes Chroma's native HNSW code crash
+        the process that loads the index (a segmentation fault, which no Python code catches),
+        and that includes reading the records. About a second (the child imports chromadb)."""
+        import subprocess
+        import sys
 
-    def _dimension(self) -> int | None:
-        got = self._passages.get(limit=1, include=["embeddings"])
-        return len(got["embeddings"][0]) if got["ids"] else None
+        env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+        argv = [sys.executable, "-c", _HEALTH_CHILD, str(self.settings.store), self._passages.name, self._manifest.name]
+        try:
+            done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=_HEALTH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return "error"
+        if done.returncode == 0:
+            return "ok"
+        return "crashed" if done.returncode < 0 else "error"  # < 0: killed by a signal (SIGSEGV)
 
     def _replace(self, collection, configuration: dict | None, fill: Callable[[Any], None]):
         """A fresh collection, filled by ``fill``, under the old one's name. Killed while it is
@@ -686,6 +720,7 @@ class Store:
         passages: list[Passage] = []
         vecs: list[Any] = []
         shared: dict[str, str] = {}
+        refs: list[int] = []  # passages whose question is stored on another one (see _passage_metas)
         offset = 0
         with self._guard():
             while True:
@@ -700,10 +735,13 @@ class Store:
                         continue
                     passages.append(passage_from_meta(doc, md, shared))
                     keep.append(i)
+                    if md.get(_QREF):
+                        refs.append(len(passages) - 1)
                 if with_vectors and keep:
                     vecs.append(np.asarray(got["embeddings"], dtype=np.float32)[keep].astype(vector_dtype))
                 offset += len(got["ids"])
                 del got
+        _resolve_questions(passages, refs)
         order = sorted(range(len(passages)), key=lambda i: (passages[i].transcript, passages[i].turns, passages[i].part))
         passages = [passages[i] for i in order]
         matrix = None
@@ -860,6 +898,42 @@ def _passage_meta(p: Passage, version: str) -> dict[str, Any]:
     if p.end_time is not None:
         md["end_time"] = float(p.end_time)
     return md
+
+
+def _passage_metas(passages: list[Passage], version: str) -> list[dict[str, Any]]:
+    """The passages' metadata, each question stored once: the first passage of a transcript that
+    carries a question holds its text and segments; the other parts of a split answer (and other
+    answers to the same question) hold a reference instead (``_QREF``: the question is that of
+    the passage of the same transcript with the same first turn, the question's turn). A 130 KB
+    question whose answer was cut into 250 parts made a 110 MB store when each part copied it.
+    The embedded question (``embed_question``, at most QUESTION_TOKEN_CAP tokens) stays in each
+    part: it is part of what the part's vector was computed from, and recovery re-embeds it."""
+    held: set[tuple[str, int]] = set()
+    out = []
+    for p in passages:
+        md = _passage_meta(p, version)
+        if p.question:
+            key = (p.transcript, p.turns[0])
+            if key in held:
+                md["question"], md["qsegments"], md[_QREF] = "", "[]", 1
+            held.add(key)
+        out.append(md)
+    return out
+
+
+def _resolve_questions(passages: list[Passage], refs: list[int]) -> None:
+    """Fill in the question of passages that reference it (``_passage_metas``), from the passage
+    of the same transcript and first turn that holds it; all of a transcript's passages are
+    loaded together, so the holder is among ``passages``."""
+    if not refs:
+        return
+    ref_set = set(refs)
+    holders = {(p.transcript, p.turns[0]): p for i, p in enumerate(passages) if p.question and i not in ref_set}
+    for i in refs:
+        p = passages[i]
+        holder = holders.get((p.transcript, p.turns[0]))
+        if holder is not None:
+            p.question, p.question_segments = holder.question, holder.question_segments
 
 
 def _segments_json(segments: list[Segment]) -> str:

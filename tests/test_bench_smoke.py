@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -72,3 +74,46 @@ def test_run_all_quick(tmp_path):
         assert heading in md, heading
     assert "quick smoke mode" in md and meta["machine"]["cpu_model"] in md
     assert "| figure | target | measured | met |" in md
+
+
+def test_run_all_keeps_the_sections_it_does_not_write(tmp_path):
+    """bench/run_all.py rewrites docs/BENCHMARKS.md from the benchmarks it runs; the sections of
+    the benchmarks it does not run (7: scaling_bench.py, 8: many_transcripts.py) must survive."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    page = tmp_path / "BENCHMARKS.md"
+    page.write_text("# Benchmarks\n\nold intro\n\n## 1. Ingest throughput\n\nold figures\n\n"
+                    "## 7. Scaling\n\nseven\n\n## 8. Many transcripts\n\n| a | b |\n")
+    run_all.write_page(page, "# Benchmarks\n\nnew intro\n\n## 1. Ingest throughput\n\nnew figures\n")
+    assert page.read_text() == ("# Benchmarks\n\nnew intro\n\n## 1. Ingest throughput\n\nnew figures\n\n"
+                                "## 7. Scaling\n\nseven\n\n## 8. Many transcripts\n\n| a | b |\n")
+    run_all.write_page(page, page.read_text())  # nothing doubled on the next rewrite
+    assert page.read_text().count("## 7.") == 1
+
+
+@pytest.mark.slow
+def test_many_transcripts_bench_runs_small(tmp_path):
+    """bench/many_transcripts.py (the 100,000-transcript store, docs/BENCHMARKS.md section 8) on a
+    few dozen files: every step ran and left the store as it should (one file changed and one
+    deleted by `ingest --prune`, then a rebuild after a simulated kill). No timing is asserted."""
+    n, raw = 36, tmp_path / "many.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "many_transcripts.py"), "--n", str(n), "--keep",
+                           str(tmp_path / "work"), "--out", str(raw)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    r = json.loads(raw.read_text())
+    assert r["transcripts"] == n and r["passages"] == n
+    assert f"({n} transcripts, {n} passages)" in r["stats_first_line"]
+    assert r["ask_top5_right_template"] == 3  # 36 files from 12 templates: the 3 that answer the question come first
+    done = r["prune_last_line"].split(";")[0].removeprefix("done: ").split(", ")
+    assert sorted(done) == sorted(["1 updated", f"{n - 2} unchanged", "1 removed"]), r["prune_last_line"]
+    assert r["repair_removed"] == 0
+    assert r["recover_reembedded"] == n - 1 and r["passages_after"] == n - 1 and r["transcripts_after"] == n - 1
+    assert any(f"rebuilt the vector index: {n - 1} passages of {n - 1} transcripts" in x for x in r["recover_notes"])
+    for key in ("ingest_s", "stats_s", "ask_s", "prune_s", "repair_s", "recover_s"):
+        assert r[key] > 0, key

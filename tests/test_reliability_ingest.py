@@ -347,3 +347,31 @@ def test_the_cli_reports_a_duplicate_and_exits_0(tmp_path, settings, cli_model, 
     assert main(["ingest", str(folder), "--store", str(settings.store)]) == 0
     out = capsys.readouterr().out
     assert "duplicate b.txt: the same content as a.txt" in out
+
+
+def test_garbage_collection_is_paused_only_while_a_file_is_parsed(tmp_path, settings, embedder, monkeypatch):
+    """Ingest pauses cyclic garbage collection while it parses and chunks a file (each full
+    collection walks the model's objects: docs/BENCHMARKS.md section 7); it must come back on
+    after every file, one that fails to parse included, and stay off if the caller had it off."""
+    import gc
+
+    seen = []
+    parse = rag._ingest.parse_bytes
+
+    def spy(*a, **k):
+        seen.append(gc.isenabled())
+        return parse(*a, **k)
+
+    monkeypatch.setattr(rag._ingest, "parse_bytes", spy)
+    write(tmp_path / "in" / "good.txt", GOOD)
+    write(tmp_path / "in" / "bad.json", '{"turns": 5}')
+    report = ingest([tmp_path / "in"], settings, embedder=embedder)
+    assert [r.status for r in sorted(report.files, key=lambda r: r.transcript)] == ["failed", "added"]
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        write(tmp_path / "in" / "good.txt", OTHER)
+        ingest([tmp_path / "in"], settings, embedder=embedder)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

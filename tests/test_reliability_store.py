@@ -1,5 +1,5 @@
 """The store under stress: very many transcripts, readers during a rebuild, server faults, damaged
-files and a full disk (issue 14, points 1, 4, 5, 10 and 13; docs/RELIABILITY.md, "The store").
+files, a full disk and long questions (issue 14, points 1, 4, 5, 7, 10 and 13; docs/RELIABILITY.md, "The store").
 
 Each test reproduces one defect; sizes are chosen to run in seconds."""
 
@@ -80,6 +80,27 @@ def test_a_store_of_more_than_32767_transcripts_lists_fingerprints_and_repairs(t
     assert store.repair(manifest) == 2
     assert store._passages.get(include=[])["ids"] == ["keep@v1"]
     assert Store(settings).fingerprint() == store.fingerprint()
+
+
+@pytest.mark.timeout(300)
+def test_recovery_of_a_store_of_more_than_5461_transcripts(tmp_path):
+    """Found by bench/many_transcripts.py: the rebuild wrote every manifest record in one call,
+    and Chroma refuses a write of more than 5,461 records, so a store of more transcripts could
+    not be recovered after a killed ingest ("Batch size of 99999 is greater than max batch size")."""
+    settings = load_settings(store=tmp_path / "store")
+    store = Store(settings, create=True)
+    n = 6000
+    ids = [f"t{i:05d}.txt" for i in range(n)]
+    for at in range(0, n, 1000):
+        batch = ids[at : at + 1000]
+        store._manifest.add(ids=batch, embeddings=[[1.0]] * len(batch), documents=["text"] * len(batch),
+                            metadatas=[{"version": "v1"}] * len(batch))
+    (settings.store / "ingest.unfinished").write_text("1\n")  # as a killed ingest leaves it
+    with store.ingest_lock():
+        notes = store.recover(lambda texts: np.zeros((len(texts), 2), dtype=np.float32))
+    assert any("rebuilt the vector index: 0 passages of 6000 transcripts" in x for x in notes), notes
+    fresh_client_state()
+    assert sorted(Store(settings).manifest()) == ids
 
 
 # ---------------------------------------------------------------------- 4: readers during a rebuild
@@ -307,8 +328,8 @@ def _damage(d: Path, how: str) -> None:
         for f in d.iterdir():
             f.unlink()
     elif how == "garbled header":
-        # (random bytes inside data_level0.bin can crash Chroma's native HNSW code outright: a
-        # segmentation fault no Python code can catch; see docs/RELIABILITY.md)
+        # (random bytes inside data_level0.bin crash Chroma's native HNSW code outright: see
+        # test_random_bytes_in_the_vector_data_are_rebuilt_not_a_crash)
         f = d / "header.bin"
         f.write_bytes(rng.integers(0, 256, f.stat().st_size, dtype=np.uint8).tobytes())
     else:
@@ -341,6 +362,31 @@ def test_a_damaged_vector_index_is_a_clear_error_and_ingest_repairs_it(how, pris
     if how != "deleted":  # not even the records could be read: the files were set aside, kept
         assert any("moved to" in x for x in notes)
         assert list(folder.glob("damaged-*/*/header.bin"))
+    fresh_client_state()
+    answer = Engine(load_settings(store=folder), embedder=embedder).ask(QUESTION)
+    assert not answer.abstained and "Bangladesh" in answer.citations[0].quote
+
+
+@pytest.mark.timeout(300)
+def test_random_bytes_in_the_vector_data_are_rebuilt_not_a_crash(pristine_store, tmp_path, embedder):
+    """Random bytes inside ``data_level0.bin`` (header intact) make Chroma's native HNSW code
+    crash the process that loads the index (SIGSEGV), reading the records included: the
+    recovery's health check itself killed `rag ingest`, and before this fix it killed this test
+    process. Now the check runs in a child process; its crash means the files are set aside
+    and the index rebuilt from the records."""
+    pristine, n, vectors = pristine_store
+    folder = _copy(pristine, tmp_path)
+    f = _passages_index_dir(folder) / "data_level0.bin"
+    f.write_bytes(np.random.default_rng(0).integers(0, 256, f.stat().st_size, dtype=np.uint8).tobytes())
+    settings = load_settings(store=folder)
+    store = Store(settings, create=True)
+    assert store._index_health() == "crashed"
+    with store.ingest_lock():
+        notes = store.recover(lambda texts: np.stack([vectors[t] for t in texts]))
+    assert any("crashed Chroma when loaded: moved to" in x for x in notes), notes
+    assert any(f"rebuilt the vector index: {n} passages" in x for x in notes), notes
+    assert list(folder.glob("damaged-*/*/data_level0.bin"))
+    assert store._index_health() == "ok"
     fresh_client_state()
     answer = Engine(load_settings(store=folder), embedder=embedder).ask(QUESTION)
     assert not answer.abstained and "Bangladesh" in answer.citations[0].quote
@@ -396,3 +442,58 @@ def test_a_full_disk_is_a_clear_error_and_the_store_stays_readable(where, tmp_pa
     assert not (settings.store / "ingest.unfinished").exists()
     answer = Engine(settings, embedder=embedder).ask(QUESTION)
     assert not answer.abstained and "Bangladesh" in answer.citations[0].quote
+
+
+# ---------------------------------------------------------------------- 7: storage amplification
+
+
+def _prose(rng: np.random.Generator, chars: int) -> str:
+    words = ("the committee asked about funding for schools teachers pupils and budget plans with evidence "
+             "from the minister report on health services local authority support staff training").split()
+    paragraphs, size = [], 0
+    while size < chars:
+        sentences = [" ".join(rng.choice(words, rng.integers(8, 20))).capitalize() + "." for _ in range(12)]
+        paragraphs.append(" ".join(sentences))
+        size += len(paragraphs[-1]) + 2
+    return "\n\n".join(paragraphs)
+
+
+def _stored_bytes(collection) -> int:
+    """What a collection stores besides its vectors: documents and metadata values."""
+    got = collection.get(include=["documents", "metadatas"])
+    return (sum(len((d or "").encode()) for d in got["documents"])
+            + sum(len(str(v).encode()) for md in got["metadatas"] for v in (md or {}).values()))
+
+
+@pytest.mark.timeout(300)
+def test_a_long_question_is_stored_once_not_in_every_part_of_its_answer(tmp_path, embedder):
+    """Every part of a split answer stored the whole question and its segments: a 389 KB file
+    with a 130 KB question made a 110 MB store. Now one passage holds it and the others refer
+    to it; loaded passages are exactly what the chunker made (question included)."""
+    rng = np.random.default_rng(7)
+    question, answer = _prose(rng, 24_000), _prose(rng, 48_000)
+    text = (f"Interviewer: {question}\n\nWitness: {answer}\n\nOther Witness: {_prose(rng, 3_000)}\n\n"
+            f"Interviewer: And the buses?\n\nWitness: They run on time.\n")
+    src = tmp_path / "in" / "long.txt"
+    src.parent.mkdir()
+    src.write_text(text, encoding="utf-8")
+    settings = load_settings(store=tmp_path / "store")
+    report = ingest([src.parent], settings, embedder=embedder)
+    assert not report.failed
+
+    expected = chunk_transcript(parse_bytes(src.read_bytes(), "long.txt", ".txt"), embedder.count_tokens, embedder.max_tokens)
+    sharing = [p for p in expected if p.turns[0] == 0]  # the answers to the long question
+    assert len(sharing) > 40 and len({p.turns[1] for p in sharing}) == 2  # many parts, two answers
+    assert all(len(p.question) > 24_000 for p in sharing)
+    store = Store(settings)
+    stored = _stored_bytes(store._passages) + _stored_bytes(store._manifest)
+    size = src.stat().st_size
+    # the source text (kept once, in the manifest), the answers once, the question once, and per
+    # part its embedded question (at most 96 tokens) and layout; copying the question: 17 times
+    assert stored < 3 * size, (stored, size)
+
+    for loaded in (store.all_passages()[0], store.all_passages("long.txt")[0]):
+        assert [p.to_dict() for p in loaded] == [p.to_dict() for p in expected]
+        assert [p.question_segments for p in loaded] == [p.question_segments for p in expected]
+        assert [p.segments for p in loaded] == [p.segments for p in expected]
+        assert [p.embed_text for p in loaded] == [p.embed_text for p in expected]
