@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-CHUNKER_VERSION = 4  # bump when passages or their embedded text change
+CHUNKER_VERSION = 5  # bump when passages, their embedded text or the data stored with them change (5: sentence vectors)
 
 
 # Fitted by `rag fit` on ../shared/data/qmsum-committee-train (24 hearings, 284 questions),
