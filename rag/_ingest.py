@@ -434,7 +434,9 @@ def _write_isolated(store: Store, items: list, group: list, notes: list[str], se
     one file the store cannot take fails alone (its result says why) and the others go in. A
     failed file leaves nothing behind: passages its write put in are deleted again."""
     try:
-        store.write_transcripts(items, sentences)
+        if sentences is not None:
+            store.write_sentences(items, sentences)
+        store.write_transcripts(items)
         return
     except StoreError:
         raise  # the store itself fails (unreachable, full, damaged, read-only): so would every other write
@@ -447,7 +449,9 @@ def _write_isolated(store: Store, items: list, group: list, notes: list[str], se
             exc = first
         else:
             try:
-                store.write_transcripts([item], None if sentences is None else [sentences[n]])
+                if sentences is not None:
+                    store.write_sentences([item], [sentences[n]])
+                store.write_transcripts([item])
                 continue
             except StoreError:
                 raise

@@ -420,10 +420,8 @@ class Store:
     ) -> None:
         self.write_transcripts([(t, passages, vectors, file_hash)])
 
-    def write_transcripts(self, items: Sequence[tuple[Transcript, list[Passage], np.ndarray, str]],
-                          sentences: Sequence[Sequence[np.ndarray]] | None = None) -> None:
-        """``sentences``: per item, each passage's sentence vectors (``rag._derived``), written
-        after the passages and before the switch, like them. Write transcripts' passages, then switch each transcript's manifest record to the new
+    def write_transcripts(self, items: Sequence[tuple[Transcript, list[Passage], np.ndarray, str]]) -> None:
+        """Write transcripts' passages, then switch each transcript's manifest record to the new
         version, then drop its older passages. Several transcripts go in one call: Chroma's cost
         per upsert call is high (5,453 passages took 6.7 s in calls of 130 and 4.0 s in calls of
         1,000; 42 manifest records 1.41 s one by one and 0.45 s in one call). A crash part-way
@@ -446,10 +444,6 @@ class Store:
                 for i in range(0, len(ids), _BATCH):
                     sl = slice(i, i + _BATCH)
                     self._passages.upsert(ids=ids[sl], embeddings=matrix[sl], documents=docs[sl], metadatas=metas[sl])
-            if sentences is not None and self._sentences is not None and ids:
-                flat = [(p, file_hash[:16]) for (t, passages, _, file_hash) in items for p in passages]
-                _derived.write(self._sentences, ids, [p for p, _ in flat], [v for _, v in flat],
-                               [m for per in sentences for m in per])
             # the switch to the new versions: one record per transcript, in one write
             self._manifest.upsert(
                 ids=[t.id for t, *_ in items],
@@ -459,6 +453,22 @@ class Store:
             )
             for t, _, _, file_hash in items:
                 self.drop_stale(t.id, file_hash[:16])
+
+    def write_sentences(self, items: Sequence[tuple[Transcript, list[Passage], Any, str]],
+                        sentences: Sequence[Sequence[np.ndarray]]) -> None:
+        """Store the sentence vectors (``rag._derived``; per item, per passage) of transcript
+        versions about to be written with ``write_transcripts``: before it, so that the manifest's
+        switch to a version finds them there; until then no reader asks for them, and records of
+        versions the manifest never names are dropped like such passages (``drop_stale``,
+        ``repair``)."""
+        if self._sentences is None:
+            return
+        flat = [(p, file_hash[:16]) for (_, passages, _, file_hash) in items for p in passages]
+        if not flat:
+            return
+        with self._guard():
+            _derived.write(self._sentences, [f"{p.chunk_id}@{v}" for p, v in flat], [p for p, _ in flat],
+                           [v for _, v in flat], [m for per in sentences for m in per])
 
     def drop_stale(self, transcript: str, version: str) -> None:
         with self._guard():
@@ -607,15 +617,17 @@ class Store:
             with self._guard():
                 have = {cid: md for got in self._pages(self._sentences, ["metadatas"])
                         for cid, md in zip(got["ids"], got["metadatas"]) if md and _derived.KEY in md}
+            missing = []  # (a passage written without them keeps having none: the engine embeds those)
         except Exception:  # its index files are torn too: embed every sentence again
             have = {}
-        missing = [i for i in rows if ids[i] not in have]
+            missing = list(rows)
         if missing:
             ps = [passage_from_meta(docs[i], metas[i]) for i in missing]
             mats = _derived.encode_sentences(ps, encode)
             _, new_metas = _derived.records([ids[i] for i in missing], ps, [metas[i]["version"] for i in missing], mats)
             have.update(zip([ids[i] for i in missing], new_metas))
             notes.append(f"sentence vectors of {len(missing)} passages embedded again")
+        want = [cid for cid in want if cid in have]
 
         def fill(col) -> None:
             for at in range(0, len(want), _BATCH):
