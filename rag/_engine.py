@@ -129,12 +129,13 @@ class Engine:
     def warm(self, sentences_up_to: int = SENTENCES_NOW, background_up_to: int = SENTENCES_BACKGROUND) -> None:
         """Load the model and the store view now rather than on the first question.
 
-        Answers quote sentences, scored with their own vectors; embedding the top passages'
-        sentences is most of the time of a question that finds them new. So for a corpus of up to
-        ``sentences_up_to`` passages every sentence is embedded here, before returning; up to
-        ``background_up_to`` passages, in a background thread that gives way to questions (and
-        starts again after the store changes). Larger corpora embed sentences as questions need
-        them (cached)."""
+        Answers quote sentences, scored with their own vectors. A store ingested since those are
+        stored with the passages (rag/_derived.py) has them all: they are read as questions need
+        them, and nothing is embedded here or later. Only for a store without them, for a corpus
+        of up to ``sentences_up_to`` passages every sentence is embedded here, before returning;
+        up to ``background_up_to`` passages, in a background thread that gives way to questions
+        (and starts again after the store changes); larger corpora embed sentences as questions
+        need them (cached)."""
         self._fill_limits = (sentences_up_to, background_up_to)
         index = self.index()
         self._encode(["warm up"])
