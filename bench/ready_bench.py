@@ -139,7 +139,7 @@ def cold_ask(store: Path, question: str, reps: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="the demo corpus and a 1,000-passage store, 5 questions")
+    ap.add_argument("--quick", action="store_true", help="the demo corpus and a 60-passage store built from it, 5 questions")
     ap.add_argument("--sizes", type=int, nargs="*", default=[8000, 100000])
     ap.add_argument("--questions", type=int, default=40)
     ap.add_argument("--ask-reps", type=int, default=3)
@@ -161,14 +161,18 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     nq = 5 if args.quick else args.questions
     reps = 1 if args.quick else args.ask_reps
-    sizes = [1000] if args.quick else args.sizes
+    sizes = [60] if args.quick else args.sizes
     result: dict = {"machine": C.machine(), "load_before": C.loadavg(), "quick": args.quick, "stores": []}
     try:
         embedder = Embedder(C.MODEL)
         plan = [("demo corpus", work / "demo", [C.CORPUS], C.SEED_QUESTIONS, "What can we learn from Bangladesh?")]
-        real_folders = [C.DEV_TRANSCRIPTS] if args.quick or not TRAIN_TRANSCRIPTS.is_dir() else [TRAIN_TRANSCRIPTS, C.DEV_TRANSCRIPTS]
-        real_name = "development hearings" if len(real_folders) == 1 else "training + development hearings"
-        plan.append((real_name, work / "real", real_folders, C.DEV_QUESTIONS, "What did the Prime Minister say about students?"))
+        if args.quick:  # the copies are made from the demo corpus
+            real_folders, real_store, qfile, question = [C.CORPUS], work / "demo", C.SEED_QUESTIONS, plan[0][4]
+        else:
+            real_folders = [C.DEV_TRANSCRIPTS] if not TRAIN_TRANSCRIPTS.is_dir() else [TRAIN_TRANSCRIPTS, C.DEV_TRANSCRIPTS]
+            real_name = "development hearings" if len(real_folders) == 1 else "training + development hearings"
+            real_store, qfile, question = work / "real", C.DEV_QUESTIONS, "What did the Prime Minister say about students?"
+            plan.append((real_name, real_store, real_folders, qfile, question))
         for name, store, folders, qfile, question in plan:
             settings = C.settings_for(store=store)
             row: dict = {"store": name}
@@ -180,7 +184,7 @@ def main(argv=None) -> int:
                 row["ingest_s"] = round(time.perf_counter() - t, 1)
             result["stores"].append(row)
             row["_path"], row["_qfile"], row["_question"] = str(store), str(qfile), question
-        real = C.settings_for(store=work / "real")
+        real = C.settings_for(store=real_store)
         base, vectors = Store(real).all_passages(with_vectors=True)
         sentences = C.base_sentences(real, base)
         transcripts, _, _ = C.parse_and_chunk(real_folders[0], embedder)
@@ -193,7 +197,7 @@ def main(argv=None) -> int:
             if not (store / "chroma.sqlite3").exists():
                 C.log(f"building {n} passages (load {C.loadavg()})")
                 row["build"] = C.build_store(C.settings_for(store=store), base, vectors, by_id, n, sentences=sentences)
-            row["_path"], row["_qfile"], row["_question"] = str(store), str(C.DEV_QUESTIONS), plan[1][4]
+            row["_path"], row["_qfile"], row["_question"] = str(store), str(qfile), question
             result["stores"].append(row)
         for row in result["stores"]:
             store = Path(row.pop("_path"))
