@@ -111,3 +111,47 @@ def read(collection: Any, ids: Sequence[str]) -> dict[str, np.ndarray]:
                 except ValueError:  # a damaged record: the engine embeds instead
                     continue
     return out
+
+
+# ---------------------------------------------------------------------------- pooled (one pass)
+
+def embed_spans(p: Passage) -> list[tuple[int, int] | None]:
+    """Where each of the passage's quotable sentences (rows as ``sentence_texts``) stands in its
+    ``embed_text``; None for a question sentence the embedded (shortened) question leaves out."""
+    qs, eq, sp = p.question_speaker, p.embed_question, p.speaker
+    asked = (f"{qs}: {eq}" if qs else eq) if eq else ""
+    t_at = (len(asked) + 1 if asked else 0) + (len(sp) + 2 if sp else 0)
+    q_at = len(qs) + 2 if qs else 0
+    out: list[tuple[int, int] | None] = [(t_at + a, t_at + b) for a, b in _answer.passage_sentences(p, "text")]
+    for a, b in _answer.passage_sentences(p, "question"):
+        if not eq:
+            out.append(None)
+        elif eq == p.question:
+            out.append((q_at + a, q_at + b))
+        else:
+            at = eq.find(p.question[a:b])
+            out.append((q_at + at, q_at + at + b - a) if at >= 0 else None)
+    return out
+
+
+def encode_pooled(passages: Sequence[Passage], embedder: Any, batch_size: int,
+                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """Passage vectors and sentence vectors from one forward pass of each passage's
+    ``embed_text`` (``Embedder.encode_spans``): a sentence's vector is the mean of the passage's
+    final hidden states over that sentence's tokens. Sentences with no tokens there (cut from a
+    shortened question, or truncated) are encoded on their own, each distinct one once. None
+    when the model cannot pool (not run on rag._bert)."""
+    spans = [embed_spans(p) for p in passages]
+    got = embedder.encode_spans([p.embed_text for p in passages], [[s or (0, 0) for s in sp] for sp in spans],
+                                batch_size=batch_size, progress=progress)
+    if got is None:
+        return None
+    vectors, pooled = got
+    texts = [sentence_texts(p) for p in passages]
+    alone = list(dict.fromkeys(t for ts, vs in zip(texts, pooled) for t, v in zip(ts, vs) if v is None))
+    extra = embedder.encode(alone, batch_size=batch_size) if alone else np.zeros((0, vectors.shape[1]), dtype=np.float32)
+    row = {t: i for i, t in enumerate(alone)}
+    dim = vectors.shape[1]
+    mats = [np.array([v if v is not None else extra[row[t]] for t, v in zip(ts, vs)], dtype=np.float32).reshape(len(ts), dim)
+            for ts, vs in zip(texts, pooled)]
+    return vectors, mats

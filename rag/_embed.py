@@ -251,6 +251,29 @@ class Embedder:
             return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return np.asarray(model.encode(texts, **kwargs), dtype=np.float32)
 
+    def encode_spans(self, texts: Sequence[str], spans: Sequence[list[tuple[int, int]]], batch_size: int = 32,
+                     progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list] | None:
+        """``encode`` (the same vectors), and from the same forward pass the unit mean of the
+        final hidden states over each character span of each text (None: no token there); None
+        when the model does not run on rag._bert (then nothing is pooled)."""
+        if not texts or not self.native:
+            return None
+        texts = list(texts)
+        model = self.model
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i])) if len(texts) > 1 else [0]
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        pooled: list = [None] * len(texts)
+        step = batch_size * 4
+        for at in range(0, len(order), step):
+            idx = order[at : at + step]
+            vecs, spans_out = model.encode_spans([texts[i] for i in idx], [list(spans[i]) for i in idx], batch_size)
+            out[idx] = vecs
+            for i, v in zip(idx, spans_out):
+                pooled[i] = v
+            if progress:
+                progress(len(idx))
+        return out, pooled
+
     def _light_encoder(self):
         """rag._light's numpy encoder (no torch import: most of a cold question's time), for
         plain BERT folders with the "auto" backend; None otherwise."""

@@ -352,8 +352,13 @@ def ingest(
                 progress("embed", done, len(texts))
 
         # nothing new (every file unchanged or failed): do not even load the model
-        vectors = embedder.encode(texts, batch_size=settings.batch_size, progress=tick) if texts else None
-        sentences = _ingest_sentences(embedder, settings, [p for _, ps, *_ in todo for p in ps], progress)
+        new = [p for _, ps, *_ in todo for p in ps]
+        pooled = _derived.encode_pooled(new, embedder, settings.batch_size, tick) if texts and settings.sentence_vectors == "pooled" else None
+        if pooled is not None:  # passage and sentence vectors from one forward pass
+            vectors, sentences = pooled
+        else:
+            vectors = embedder.encode(texts, batch_size=settings.batch_size, progress=tick) if texts else None
+            sentences = _ingest_sentences(embedder, settings, new, progress)
         # written in groups of files: Chroma's cost per write call is high (see Store.write_transcripts)
         groups: list[list[tuple[Transcript, list[Passage], str, FileResult, Path]]] = [[]]
         size = 0

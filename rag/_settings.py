@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server for the LLM.")
     max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are rejected at ingest.")
     batch_size: int = Field(32, ge=1, description="Embedding batch size.")
+    sentence_vectors: Literal["pooled", "encoded"] = Field(
+        "encoded", description="How ingest makes the sentence vectors answers are scored with: 'encoded' (each sentence "
+        "embedded on its own) or 'pooled' (the mean of the passage's own token vectors over the sentence: no second encoding).")
     abstain_threshold: float = Field(
         0.35, description="Evidence floor: answers whose best evidence scores below this are abstained on (docs/EVALUATION.md, Refusal)."
     )

@@ -187,3 +187,42 @@ def test_sigkill_during_ingest_leaves_sentence_vectors_consistent(point, tmp_pat
     assert done.returncode == 0, done.stderr
     _derived_consistent(s, exact=True)
     assert Store(s).manifest()["seed.txt"].version != before
+
+
+def test_pooled_sentence_vectors_come_from_the_passage_pass(tmp_path, embedder):
+    """sentence_vectors = "pooled": one forward pass per passage gives its vector and its
+    sentences' vectors; only sentences not in the embedded text (a shortened question) are
+    encoded on their own."""
+    s = load_settings(store=tmp_path / "store", sentence_vectors="pooled")
+    counting = _Counting(embedder)
+    report = ingest([SEED], s, embedder=counting)
+    assert not report.failed
+    n = report.files[0].passages
+    _derived_consistent(s, exact=True)
+    store = Store(s)
+    passages, vectors = store.all_passages(with_vectors=True)
+    manifest = store.manifest()
+    alone = {t for p in passages for t, sp in zip(_derived.sentence_texts(p), _derived.embed_spans(p)) if sp is None}
+    assert sum(len(c) for c in counting.calls) == len(alone)  # the passages went through encode_spans
+    # the passage vectors are the ones plain encoding gives
+    plain = embedder.encode([p.embed_text for p in passages])
+    assert float(np.min(np.sum(plain * vectors, axis=1))) > 0.9999 and len(passages) == n
+    # a pooled sentence vector is the mean of the passage's token states over the sentence, which
+    # an independent pooling of the same pass reproduces
+    p = next(p for p in passages if len(_answer_sentences(p)) >= 2)
+    spans = _derived.embed_spans(p)
+    _, pooled = embedder.model.encode_spans([p.embed_text], [[sp or (0, 0) for sp in spans]])
+    stored = store.sentence_vectors([f"{p.chunk_id}@{manifest[p.transcript].version}"])
+    got = next(iter(stored.values()))
+    for row, v in zip(got, pooled[0]):
+        if v is not None:
+            assert float(row @ v) > 0.999
+    e = Engine(s, embedder=embedder)
+    a = e.ask(QUESTION)
+    assert not a.abstained and "Bangladesh" in a.citations[0].quote
+
+
+def _answer_sentences(p):
+    from rag import _answer
+
+    return _answer.passage_sentences(p, "text")
