@@ -202,12 +202,25 @@ def questions(path: Path, limit: int | None = None, standalone: bool = True) -> 
 # ---------------------------------------------------------------------------- synthetic stores
 
 
+def base_sentences(settings, passages: list) -> list:
+    """The stored sentence vectors (rag/_derived.py) of passages read from the store of ``settings``."""
+    from rag._store import Store
+
+    store = Store(settings)
+    manifest = store.manifest()
+    ids = [f"{p.chunk_id}@{manifest[p.transcript].version}" for p in passages]
+    got = store.sentence_vectors(ids)
+    return [got[i] for i in ids]
+
+
 def build_store(settings, base_passages: list, base_vectors, transcripts: dict[str, Any], target: int,
-                noise: float = 0.01, seed: int = 0) -> dict[str, Any]:
+                noise: float = 0.01, seed: int = 0, sentences: list | None = None) -> dict[str, Any]:
     """Write exactly ``target`` passages to the (new) store of ``settings``: the real passages
     with their stored vectors first, then copies of them under distinct transcript ids
     (``copyNNNN/<id>``) with vectors perturbed by Gaussian noise (per-dimension sigma ``noise``,
-    then renormalised), each written as a transcript with ``Store.write_transcript``."""
+    then renormalised), each written as a transcript with ``Store.write_transcript``; with
+    ``sentences`` (the base passages' sentence vectors, ``base_sentences``), each copy's sentence
+    vectors are written with it, as an ingest does (unperturbed: they are only read, not searched)."""
     import numpy as np
 
     from rag._store import Store
@@ -234,7 +247,10 @@ def build_store(settings, base_passages: list, base_vectors, transcripts: dict[s
                 cos.append(float(np.mean(np.sum(noisy * vecs, axis=1))))
                 vecs = noisy
             digest = hashlib.sha256(f"{new_id}:{copy}".encode()).hexdigest()
-            store.write_transcript(dataclasses.replace(t, id=new_id), ps, vecs, digest)
+            item = (dataclasses.replace(t, id=new_id), ps, vecs, digest)
+            if sentences is not None:
+                store.write_sentences([item], [[sentences[i] for i in idx]])
+            store.write_transcripts([item])
             written += len(ps)
         copy += 1
     return {"passages": store.count(), "copies": copy, "write_s": round(time.perf_counter() - t0, 1),

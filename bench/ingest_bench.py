@@ -55,10 +55,15 @@ def naive_ingest(folder: Path, embeddings, persist: Path) -> dict:
     return {"seconds": seconds, "chunks": n, "chars": sum(len(t) for t in texts)}
 
 
+SENTENCE_VECTORS = None  # --sentence-vectors
+
+
 def ours_ingest(folder: Path, store: Path, embedder) -> dict:
     import rag
 
     settings = C.settings_for(store=store)
+    if SENTENCE_VECTORS:
+        settings.sentence_vectors = SENTENCE_VECTORS
     t0 = time.perf_counter()
     report = rag.ingest([folder], settings, embedder=embedder)
     first = time.perf_counter() - t0
@@ -347,7 +352,10 @@ def main(argv=None) -> int:
     ap.add_argument("--experiments-only", action="store_true", help="only the embedding-speed experiments")
     ap.add_argument("--only-big", action="store_true", help="only the larger corpus (no development-set runs, no experiments)")
     ap.add_argument("--out", help="write the JSON result here")
+    ap.add_argument("--sentence-vectors", choices=("encoded", "pooled"), help="Settings.sentence_vectors for our ingest (default: the Settings default)")
     args = ap.parse_args(argv)
+    global SENTENCE_VECTORS
+    SENTENCE_VECTORS = args.sentence_vectors
 
     from langchain_huggingface import HuggingFaceEmbeddings
 

@@ -233,13 +233,14 @@ def main(argv=None) -> int:
         del engine
 
         base, vectors, transcripts = base_passages(folder, work, embedder)
+        sentences = C.base_sentences(C.settings_for(store=work / "base"), base)
         result["base_passages"] = len(base)
         qs = C.questions(qfile, nq)
         result["sizes"] = {}
         for n in sizes:
             C.log(f"building a store of {n} passages (load {C.loadavg()})")
             settings = C.settings_for(store=work / f"n{n}")
-            built = C.build_store(settings, base, vectors, transcripts, n)
+            built = C.build_store(settings, base, vectors, transcripts, n, sentences=sentences)
             engine = Engine(settings, embedder=embedder)
             t0 = time.perf_counter()
             engine.warm()
@@ -268,7 +269,7 @@ def main(argv=None) -> int:
             C.log(f"server mode: {server_size} passages through `chroma run` (load {C.loadavg()})")
             with C.ChromaServer(work / "server-data") as server:
                 settings = C.settings_for(chroma_url=server.url)
-                built = C.build_store(settings, base, vectors, transcripts, server_size)
+                built = C.build_store(settings, base, vectors, transcripts, server_size, sentences=sentences)
                 engine = Engine(settings, embedder=embedder)
                 engine.warm()
                 engine.sentences_ready()  # as for the embedded store of this size

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import _common as C
 
-BENCHES = ("ingest", "query", "coldstart")
+BENCHES = ("ingest", "query", "coldstart", "ready")
 TARGETS = {
     "overhead_pct": 10.0,
     "vs_naive": 2.0,
@@ -35,6 +35,9 @@ TARGETS = {
     "rag_ask_s": 6.0,
     "ui_s": 10.0,
     "rss_mb": 1536.0,
+    "ask_8k_s": 1.5,
+    "ask_100k_s": 2.5,
+    "p50_first_100k_ms": 50.0,
 }
 
 
@@ -352,6 +355,8 @@ def render(results: dict, meta: dict) -> str:
                  "the model, BM25 index, answering, printing). The UI figure starts when `streamlit run` is launched (a "
                  "headless Chromium driven by Playwright is already open) and stops when the answer is shown in the page.")
         L.append("")
+    if results.get("ready"):
+        L += render_ready(results["ready"])
     return "\n".join(L) + "\n"
 
 
@@ -379,6 +384,42 @@ def write_page(out: Path, text: str) -> None:
     out.write_text(keep_other_sections(text, old), encoding="utf-8")
 
 
+def render_ready(r: dict) -> list[str]:
+    """Section 9 (bench/ready_bench.py): ready at once, at every size, side by side."""
+    L = ["## 9. Ready at once: derived data stored at ingest", ""]
+    L.append(f"`bench/ready_bench.py`, one run ({r.get('machine', {}).get('date', '?')}; 1-minute load {_load(r)}). "
+             "Every passage's sentence vectors are built at ingest and stored with the passages (rag/_derived.py), so no "
+             "process embeds sentences after start. Each store is opened in a fresh process, step by step, then an Engine "
+             "is warmed and asked every question once from the very first (no waiting: nothing runs in the background). "
+             "\"sentences encoded\" counts the passages' sentences the encoder was given while answering (0: all read "
+             "from the store). The 8,000 and 100,000 stores are copies of the real store's passages, vectors and "
+             "sentence vectors (as in section 3).")
+    L.append("")
+    rows, open_rows = [], []
+    for s in r.get("stores", []):
+        p, c = s.get("probe", {}), s.get("cold_ask", {})
+        if "error" in p:
+            rows.append([s["store"], "error: " + p["error"][-200:]] + [""] * 8)
+            continue
+        rows.append([s["store"], _v(p.get("passages")), f"{c.get('process_s', 0):.2f} s", f"{p.get('engine_warm_s', 0):.2f} s",
+                     f"{p.get('first_ms', 0):.0f} ms", f"{p.get('p50_ms', 0):.1f} / {p.get('p95_ms', 0):.1f} ms",
+                     f"{p.get('encoded_sentences')} of {p.get('encoded_texts')} texts", _v(p.get("VmHWM"), 0, " MB"),
+                     _v(s.get("disk_mb_per_1000"), 1, " MB"), f"{s['load_before'][0] if s.get('load_before') else '?'}"])
+        open_rows.append([s["store"], _v(p.get("passages")), f"{p.get('import_s', 0):.2f}", f"{p.get('connect_s', 0):.2f}",
+                          f"{p.get('manifest_s', 0):.2f}", f"{p.get('read_passages_s', 0):.2f}", f"{p.get('index_s', 0):.2f}",
+                          f"{p.get('stem_s', 0):.2f} + {p.get('bm25_index_s', 0):.2f}", f"{p.get('idf_s', 0):.2f}"])
+    L += _table(["store", "passages", "cold `rag ask`", "`warm()`", "first question", "p50 / p95 from the first question",
+                 "sentences encoded", "peak RSS", "disk per 1,000 passages", "1-min load"], rows)
+    L.append("")
+    L.append("Opening a store, by step, in seconds (fresh process): importing rag, connecting to Chroma, reading the "
+             "manifest, reading every passage with its vector, building the in-memory `Index` (both BM25 indexes, the "
+             "filter rows, the speaker directory), of which stemming + one BM25 index alone, and the idf table.")
+    L.append("")
+    L += _table(["store", "passages", "import", "connect", "manifest", "read passages", "Index", "of which stem + BM25", "idf"], open_rows)
+    L.append("")
+    return L
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiniest inputs, one repetition: proves the scripts work")
@@ -390,6 +431,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ingest-args", default="", help="extra arguments for ingest_bench.py (quoted)")
     ap.add_argument("--query-args", default="", help="extra arguments for query_bench.py (quoted)")
     ap.add_argument("--coldstart-args", default="", help="extra arguments for coldstart_bench.py (quoted)")
+    ap.add_argument("--ready-args", default="", help="extra arguments for ready_bench.py (quoted)")
     ap.add_argument("--render-from", help="only re-render the markdown from a --json file of an earlier run")
     ap.add_argument("--reuse", help="a --json file of an earlier run: benchmarks not run now (see --only), and the "
                                     "ingest experiments when not run now, are taken from it (their loads and dates are kept)")

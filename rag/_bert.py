@@ -59,6 +59,12 @@ class _Bert(nn.Module):
 
     def forward(self, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Mean of the final hidden states over the tokens where ``keep`` is True (padding excluded)."""
+        x = self.states(ids, keep)
+        w = keep.unsqueeze(-1).to(torch.float32)
+        return (x.float() * w).sum(1) / w.sum(1).clamp(min=1e-9)
+
+    def states(self, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The final hidden states (batch, tokens, hidden)."""
         emb = self.embeddings
         positions = torch.arange(ids.shape[1])
         x = emb["word_embeddings"](ids) + emb["position_embeddings"](positions) + emb["token_type_embeddings"].weight[0]
@@ -68,8 +74,7 @@ class _Bert(nn.Module):
         mask = None if bool(keep.all()) else keep[:, None, None, :]
         for layer in self.encoder["layer"]:
             x = layer(x, mask)
-        w = keep.unsqueeze(-1).to(torch.float32)
-        return (x.float() * w).sum(1) / w.sum(1).clamp(min=1e-9)
+        return x
 
 
 def linear_weights_to_bf16(model: nn.Module) -> None:
@@ -133,6 +138,40 @@ class BertEncoder:
         if bf16:
             linear_weights_to_bf16(model)
         return cls(model, tokenizer, max_len, cfg["hidden_size"], bool(st_cfg.get("do_lower_case")), bf16)
+
+    def encode_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], batch_size: int = 32
+                     ) -> tuple[np.ndarray, list[list[np.ndarray | None]]]:
+        """``encode``, and from the same forward pass, for each text, the unit mean of the final
+        hidden states over the tokens inside each of its character ``spans`` (None for a span
+        with no token: cut off by truncation, or empty)."""
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        pooled: list[list[np.ndarray | None]] = []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+            for start in range(0, len(texts), batch_size):
+                batch = [t.lower() if self._lowercase else t for t in texts[start:start + batch_size]]
+                encodings = self.tokenizer.encode_batch(batch)
+                lengths = torch.tensor([len(e.ids) for e in encodings])
+                ids = torch.zeros((len(encodings), int(lengths.max())), dtype=torch.long)
+                for row, e in zip(ids, encodings):
+                    row[:len(e.ids)] = torch.tensor(e.ids)
+                keep = torch.arange(ids.shape[1]) < lengths[:, None]
+                x = self.model.states(ids, keep).float()
+                w = keep.unsqueeze(-1).to(torch.float32)
+                out[start:start + len(batch)] = F.normalize((x * w).sum(1) / w.sum(1).clamp(min=1e-9), dim=-1).numpy()
+                states = x.numpy()
+                for row, e in enumerate(encodings):
+                    offs = np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)
+                    real = ~np.asarray(e.special_tokens_mask, dtype=bool) & (offs[:, 1] > offs[:, 0])
+                    vecs: list[np.ndarray | None] = []
+                    for lo, hi in spans[start + row]:
+                        sel = real & (offs[:, 0] >= lo) & (offs[:, 1] <= hi)
+                        if sel.any():
+                            v = states[row, : len(sel)][sel].mean(0)
+                            vecs.append((v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32))
+                        else:
+                            vecs.append(None)
+                    pooled.append(vecs)
+        return out, pooled
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Unit-normalised float32 vectors (n, dimension), in the order given; each batch padded to its longest."""

@@ -46,6 +46,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # model (the same vectors; it spares the CLI seconds of importing sentence-transformers and
 # transformers), else sentence-transformers. "sentence-transformers": always the library.
 BACKENDS = ("auto", "sentence-transformers")
+# Calls with up to this many texts (a question, a question without the speaker it names) run on
+# rag._light's numpy forward pass, float32, without torch: importing torch was most of a cold
+# ``rag ask``. Larger calls (ingest) run on torch, batched, in bf16 where the CPU has it.
+LIGHT_TEXTS = 4
 
 
 def _bundled_minilm() -> str:
@@ -113,6 +117,7 @@ class Embedder:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._count_tok = None
+        self._light = None  # rag._light's numpy encoder for a few texts (False: not for this model)
 
     @property
     def model(self):
@@ -217,6 +222,10 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         texts = list(texts)
+        if len(texts) <= LIGHT_TEXTS:
+            light = self._light_encoder()
+            if light is not None:
+                return light.encode(texts)
         model = self.model
         # longest first (as sentence-transformers does within a call), over the whole input
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i])) if len(texts) > 1 else [0]
@@ -241,6 +250,43 @@ class Embedder:
             vecs = np.asarray(vecs, dtype=np.float32)
             return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return np.asarray(model.encode(texts, **kwargs), dtype=np.float32)
+
+    def encode_spans(self, texts: Sequence[str], spans: Sequence[list[tuple[int, int]]], batch_size: int = 32,
+                     progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list] | None:
+        """``encode`` (the same vectors), and from the same forward pass the unit mean of the
+        final hidden states over each character span of each text (None: no token there); None
+        when the model does not run on rag._bert (then nothing is pooled)."""
+        if not texts or not self.native:
+            return None
+        texts = list(texts)
+        model = self.model
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i])) if len(texts) > 1 else [0]
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        pooled: list = [None] * len(texts)
+        step = batch_size * 4
+        for at in range(0, len(order), step):
+            idx = order[at : at + step]
+            vecs, spans_out = model.encode_spans([texts[i] for i in idx], [list(spans[i]) for i in idx], batch_size)
+            out[idx] = vecs
+            for i, v in zip(idx, spans_out):
+                pooled[i] = v
+            if progress:
+                progress(len(idx))
+        return out, pooled
+
+    def _light_encoder(self):
+        """rag._light's numpy encoder (no torch import: most of a cold question's time), for
+        plain BERT folders with the "auto" backend; None otherwise."""
+        if self._light is None:
+            with self._lock:
+                if self._light is None:
+                    light = None
+                    if self.backend == "auto":
+                        from ._light import LightEncoder
+
+                        light = LightEncoder.load(self.path)
+                    self._light = light if light is not None else False
+        return self._light or None
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

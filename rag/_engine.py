@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import _answer
+from . import _answer, _derived
 from ._decide import decide
 from ._embed import Embedder
 from ._errors import StoreMissingError, StoreUnavailableError
@@ -129,12 +129,13 @@ class Engine:
     def warm(self, sentences_up_to: int = SENTENCES_NOW, background_up_to: int = SENTENCES_BACKGROUND) -> None:
         """Load the model and the store view now rather than on the first question.
 
-        Answers quote sentences, scored with their own vectors; embedding the top passages'
-        sentences is most of the time of a question that finds them new. So for a corpus of up to
-        ``sentences_up_to`` passages every sentence is embedded here, before returning; up to
-        ``background_up_to`` passages, in a background thread that gives way to questions (and
-        starts again after the store changes). Larger corpora embed sentences as questions need
-        them (cached)."""
+        Answers quote sentences, scored with their own vectors. A store ingested since those are
+        stored with the passages (rag/_derived.py) has them all: they are read as questions need
+        them, and nothing is embedded here or later. Only for a store without them, for a corpus
+        of up to ``sentences_up_to`` passages every sentence is embedded here, before returning;
+        up to ``background_up_to`` passages, in a background thread that gives way to questions
+        (and starts again after the store changes); larger corpora embed sentences as questions
+        need them (cached)."""
         self._fill_limits = (sentences_up_to, background_up_to)
         index = self.index()
         self._encode(["warm up"])
@@ -144,7 +145,9 @@ class Engine:
         assert self._fill_limits is not None
         now, background = self._fill_limits
         n = len(index)
-        if not n or n > background:
+        if not n or n > background or self.store.has_sentences:
+            # (a store written since sentence vectors are stored with the passages has them all:
+            # nothing to embed, at any size)
             self._fill_done.set()
             return
         with self._cache_lock:
@@ -195,6 +198,8 @@ class Engine:
             cached = {k: self._sent_cache.get(k) for k in keys}
         missing = list({k: (p, field) for k, (p, field) in zip(keys, items) if cached[k] is None}.items())
         if missing:
+            missing = self._stored_sentences(missing, cached)
+        if missing:
             spans = [_answer.passage_sentences(p, field) for _, (p, field) in missing]
             flat = [getattr(p, field)[a:b] for (_, (p, field)), sp in zip(missing, spans) for a, b in sp]
             if not flat:
@@ -219,6 +224,40 @@ class Engine:
                 while len(self._sent_cache) > self._sent_cache_max:
                     self._sent_cache.popitem(last=False)
         return [cached[k] for k in keys]
+
+    def _stored_sentences(self, missing: list[tuple[str, tuple[Passage, str]]],
+                          cached: dict[str, np.ndarray | None]) -> list[tuple[str, tuple[Passage, str]]]:
+        """Fill ``cached`` from the sentence vectors stored at ingest (``rag._derived``); returns
+        what the store does not have (those are embedded)."""
+        index = self._index
+        if index is None or not self.store.has_sentences:
+            return missing
+        ids = {}
+        for _, (p, _f) in missing:
+            version = index.versions.get(p.transcript)
+            if version:
+                ids[p.chunk_id] = f"{p.chunk_id}@{version}"
+        try:
+            stored = self.store.sentence_vectors(list(dict.fromkeys(ids.values())))
+        except StoreUnavailableError:
+            raise
+        except Exception:  # embedded Chroma read while another process writes: embed instead
+            return missing
+        left = []
+        found: dict[str, np.ndarray] = {}
+        for k, (p, field) in missing:
+            matrix = stored.get(ids.get(p.chunk_id, ""))
+            parts = _derived.split_fields(p, matrix) if matrix is not None else None
+            if parts is None:
+                left.append((k, (p, field)))
+            else:
+                cached[k] = found[k] = parts[field]
+        if found:
+            with self._cache_lock:
+                self._sent_cache.update(found)
+                while len(self._sent_cache) > self._sent_cache_max:
+                    self._sent_cache.popitem(last=False)
+        return left
 
     # ------------------------------------------------------------------ asking
 

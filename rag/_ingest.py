@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from . import _derived
 from ._chunk import chunk_transcript
 from ._embed import Embedder
 from ._errors import StoreError, TranscriptError
@@ -369,7 +370,13 @@ def ingest(
                 progress("embed", done, len(texts))
 
         # nothing new (every file unchanged or failed): do not even load the model
-        vectors = embedder.encode(texts, batch_size=settings.batch_size, progress=tick) if texts else None
+        new = [p for _, ps, *_ in todo for p in ps]
+        pooled = _derived.encode_pooled(new, embedder, settings.batch_size, tick) if texts and settings.sentence_vectors == "pooled" else None
+        if pooled is not None:  # passage and sentence vectors from one forward pass
+            vectors, sentences = pooled
+        else:
+            vectors = embedder.encode(texts, batch_size=settings.batch_size, progress=tick) if texts else None
+            sentences = _ingest_sentences(embedder, settings, new, progress)
         # written in groups of files: Chroma's cost per write call is high (see Store.write_transcripts)
         groups: list[list[tuple[Transcript, list[Passage], str, FileResult, Path]]] = [[]]
         size = 0
@@ -382,12 +389,14 @@ def ingest(
         at = 0
         for group in groups:
             items = []
+            item_sentences = []
             for transcript, passages, digest, *_ in group:
                 items.append((transcript, passages, vectors[at : at + len(passages)], digest))
+                item_sentences.append(sentences[at : at + len(passages)])
                 at += len(passages)
             if not items:
                 continue
-            _write_isolated(store, items, group, notes)
+            _write_isolated(store, items, group, notes, item_sentences)
             for transcript, *_, result, path in group:
                 if result.status != "failed":
                     sources.record(transcript.id, path)
@@ -424,11 +433,32 @@ def ingest(
     return IngestReport(results, notes)
 
 
-def _write_isolated(store: Store, items: list, group: list, notes: list[str]) -> None:
+def _ingest_sentences(embedder: Embedder, settings: Settings, passages: list[Passage],
+                      progress: Callable[[str, int, int], None] | None) -> list:
+    """The new passages' sentence vectors, stored with them (``rag._derived``)."""
+    if not passages:
+        return []
+    done = 0
+
+    def encode(texts: list[str]):
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress("sentences", done, len(texts))
+
+        return embedder.encode(texts, batch_size=settings.batch_size, progress=tick)
+
+    return _derived.encode_sentences(passages, encode)
+
+
+def _write_isolated(store: Store, items: list, group: list, notes: list[str], sentences: list | None = None) -> None:
     """Write a group of transcripts in one call; when that fails, write them one by one, so that
     one file the store cannot take fails alone (its result says why) and the others go in. A
     failed file leaves nothing behind: passages its write put in are deleted again."""
     try:
+        if sentences is not None:
+            store.write_sentences(items, sentences)
         store.write_transcripts(items)
         return
     except StoreError:
@@ -437,11 +467,13 @@ def _write_isolated(store: Store, items: list, group: list, notes: list[str]) ->
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             raise
         first = exc
-    for item, (*_, result, _path) in zip(items, group):
+    for n, (item, (*_, result, _path)) in enumerate(zip(items, group)):
         if len(items) == 1:
             exc = first
         else:
             try:
+                if sentences is not None:
+                    store.write_sentences([item], [sentences[n]])
                 store.write_transcripts([item])
                 continue
             except StoreError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-CHUNKER_VERSION = 5  # bump when passages, their embedded text or their stored form change (5: questions stored once)
+CHUNKER_VERSION = 6  # bump when passages, their embedded text or the data stored with them change (5: questions stored once; 6: and sentence vectors)
 
 
 # Fitted by `rag fit` on ../shared/data/qmsum-committee-train (24 hearings, 284 questions),
@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server for the LLM.")
     max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are rejected at ingest.")
     batch_size: int = Field(32, ge=1, description="Embedding batch size.")
+    sentence_vectors: Literal["pooled", "encoded"] = Field(
+        "encoded", description="How ingest makes the sentence vectors answers are scored with: 'encoded' (each sentence "
+        "embedded on its own) or 'pooled' (the mean of the passage's own token vectors over the sentence: no second encoding).")
     abstain_threshold: float = Field(
         0.35, description="Evidence floor: answers whose best evidence scores below this are abstained on (docs/EVALUATION.md, Refusal)."
     )

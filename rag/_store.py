@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from . import _derived
 from ._errors import IngestLockedError, StoreError, StoreMissingError, StoreUnavailableError
 from ._records import Passage, Segment, Speaker, Transcript
 from ._settings import CHUNKER_VERSION, Settings
@@ -161,6 +162,7 @@ class Store:
         self._client = None
         self._passages = None
         self._manifest = None
+        self._sentences = None  # stored sentence vectors (rag/_derived.py); None: this store has none
         self._lock_held = False  # this Store holds the ingest lock (and may finish rebuilds)
         self._stale = False  # the server lost our collections: look them up again before the next call
         self._connect()
@@ -212,13 +214,14 @@ class Store:
         embedded store tries the lock without waiting); anyone else reads the live collections, or
         a complete copy whose original was already dropped."""
         p_name, m_name = collection_names(self.settings.model)
+        s_name = _derived.collection_name(p_name)
         if not self.settings.chroma_url:
             if self._lock_held:
-                self._finish_rebuilds((p_name, m_name))
+                self._finish_rebuilds((p_name, m_name, s_name))
             else:
                 with self._try_ingest_lock() as locked:
                     if locked:
-                        self._finish_rebuilds((p_name, m_name))
+                        self._finish_rebuilds((p_name, m_name, s_name))
         existing = self._collection_names()
 
         def live(name: str) -> str | None:
@@ -228,8 +231,11 @@ class Store:
                 return name + _REBUILD
             return None
 
-        p_live, m_live = live(p_name), live(m_name)
+        p_live, m_live, s_live = live(p_name), live(m_name), live(s_name)
+        self._sentences = None
         if self.create:
+            self._sentences = (self._client.get_collection(s_live, embedding_function=None) if s_live
+                               else self._client.get_or_create_collection(s_name, embedding_function=None))
             self._passages = (self._client.get_collection(p_live, embedding_function=None) if p_live
                               else self._client.get_or_create_collection(p_name, embedding_function=None, configuration=_P_CONFIG))
             self._manifest = (self._client.get_collection(m_live, embedding_function=None) if m_live
@@ -240,6 +246,8 @@ class Store:
                 raise LookupError
             self._passages = self._client.get_collection(p_live, embedding_function=None)
             self._manifest = self._client.get_collection(m_live, embedding_function=None)
+            if s_live:
+                self._sentences = self._client.get_collection(s_live, embedding_function=None)
         except Exception as exc:  # chromadb raises NotFoundError / ValueError by version
             if _is_connection_error(exc):
                 raise
@@ -464,14 +472,33 @@ class Store:
             for t, _, _, file_hash in items:
                 self.drop_stale(t.id, file_hash[:16])
 
+    def write_sentences(self, items: Sequence[tuple[Transcript, list[Passage], Any, str]],
+                        sentences: Sequence[Sequence[np.ndarray]]) -> None:
+        """Store the sentence vectors (``rag._derived``; per item, per passage) of transcript
+        versions about to be written with ``write_transcripts``: before it, so that the manifest's
+        switch to a version finds them there; until then no reader asks for them, and records of
+        versions the manifest never names are dropped like such passages (``drop_stale``,
+        ``repair``)."""
+        if self._sentences is None:
+            return
+        flat = [(p, file_hash[:16]) for (_, passages, _, file_hash) in items for p in passages]
+        if not flat:
+            return
+        with self._guard():
+            _derived.write(self._sentences, [f"{p.chunk_id}@{v}" for p, v in flat], [p for p, _ in flat],
+                           [v for _, v in flat], [m for per in sentences for m in per])
+
     def drop_stale(self, transcript: str, version: str) -> None:
         with self._guard():
             self._passages.delete(where={"$and": [{"transcript": transcript}, {"version": {"$ne": version}}]})
+            if self._sentences is not None:
+                self._sentences.delete(where={"$and": [{"transcript": transcript}, {"version": {"$ne": version}}]})
 
     def repair(self, manifest: dict[str, TranscriptInfo]) -> int:
         """Delete passages an interrupted ingest or removal left behind (versions the manifest
         does not point at). Cheap when there is nothing to do: one count. Returns how many."""
         expected = sum(info.n_passages for info in manifest.values())
+        self._repair_sentences(manifest, expected)
         before = self.count()
         if before == expected:
             return 0
@@ -485,6 +512,32 @@ class Store:
             for i in range(0, len(stale), _BATCH):  # deleted after reading: no page shifts under the reads
                 self._passages.delete(ids=stale[i : i + _BATCH])
         return before - self.count()
+
+    def _repair_sentences(self, manifest: dict[str, TranscriptInfo], expected: int) -> None:
+        """``repair`` for the stored sentence vectors: one record per current passage."""
+        if self._sentences is None:
+            return
+        with self._guard():
+            if self._sentences.count() == expected:
+                return
+            versions = {tid: info.version for tid, info in manifest.items()}
+            stale = [cid for got in self._pages(self._sentences, ["metadatas"])
+                     for cid, md in zip(got["ids"], got["metadatas"])
+                     if versions.get((md or {}).get("transcript")) != (md or {}).get("version")]
+            for i in range(0, len(stale), _BATCH):
+                self._sentences.delete(ids=stale[i : i + _BATCH])
+
+    @property
+    def has_sentences(self) -> bool:
+        """The store keeps its passages' sentence vectors (written at ingest)."""
+        return self._sentences is not None
+
+    def sentence_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored sentence vectors (``rag._derived``) by passage id (``<chunk_id>@<version>``);
+        ids without a record are left out."""
+        if self._sentences is None or not ids:
+            return {}
+        return self._read(lambda: _derived.read(self._sentences, ids))
 
     # ------------------------------------------------------------------ crash recovery
 
@@ -571,12 +624,45 @@ class Store:
                 col.add(ids=[m_got["ids"][i] for i in sl], embeddings=[[1.0]] * len(sl),
                         documents=[m_got["documents"][i] for i in sl], metadatas=[m_got["metadatas"][i] for i in sl])
 
+        fill_sentences = self._recovery_sentences(ids, docs, metas, rows, encode, notes)
         with self._guard():
             self._passages = self._replace(self._passages, _P_CONFIG, fill_passages)
             self._manifest = self._replace(self._manifest, None, fill_manifest)
+            if fill_sentences is not None:
+                self._sentences = self._replace(self._sentences, None, fill_sentences)
         notes.append(f"rebuilt the vector index: {len(rows)} passages of {len(keep)} transcripts re-embedded")
         (self.settings.store / _UNFINISHED).unlink(missing_ok=True)
         return notes
+
+    def _recovery_sentences(self, ids: list[str], docs: list[str], metas: list[dict], rows: list[int],
+                            encode: Callable[[list[str]], np.ndarray], notes: list[str]) -> Callable[[Any], None] | None:
+        """How ``recover`` refills the sentence vectors' collection: the records of the kept
+        passages, read back; those that cannot be read are embedded again with ``encode``."""
+        if self._sentences is None:
+            return None
+        want = [ids[i] for i in rows]
+        try:
+            with self._guard():
+                have = {cid: md for got in self._pages(self._sentences, ["metadatas"])
+                        for cid, md in zip(got["ids"], got["metadatas"]) if md and _derived.KEY in md}
+            missing = []  # (a passage written without them keeps having none: the engine embeds those)
+        except Exception:  # its index files are torn too: embed every sentence again
+            have = {}
+            missing = list(rows)
+        if missing:
+            ps = [passage_from_meta(docs[i], metas[i]) for i in missing]
+            mats = _derived.encode_sentences(ps, encode)
+            _, new_metas = _derived.records([ids[i] for i in missing], ps, [metas[i]["version"] for i in missing], mats)
+            have.update(zip([ids[i] for i in missing], new_metas))
+            notes.append(f"sentence vectors of {len(missing)} passages embedded again")
+        want = [cid for cid in want if cid in have]
+
+        def fill(col) -> None:
+            for at in range(0, len(want), _BATCH):
+                sl = want[at : at + _BATCH]
+                col.add(ids=sl, embeddings=[[_derived.point(i)] for i in sl], metadatas=[have[i] for i in sl])
+
+        return fill
 
     def _recovery_records(self) -> tuple[dict[str, list], list[str], list[str], list[dict], list[str]]:
         """The manifest's records, and the passages of the versions it names (paged reads)."""
@@ -596,7 +682,7 @@ class Store:
         """The folders of both collections' vector index files (read from Chroma's SQLite file)."""
         import sqlite3
 
-        names = [self._passages.name, self._manifest.name]
+        names = [self._passages.name, self._manifest.name] + ([self._sentences.name] if self._sentences is not None else [])
         db = sqlite3.connect(f"file:{self.settings.store / 'chroma.sqlite3'}?mode=ro", uri=True)
         try:
             rows = db.execute(
@@ -703,6 +789,8 @@ class Store:
         with self._guard():
             self._manifest.delete(ids=[transcript])
             self._passages.delete(where={"transcript": transcript})
+            if self._sentences is not None:
+                self._sentences.delete(where={"transcript": transcript})
 
     # ------------------------------------------------------------------ reading
 

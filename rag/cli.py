@@ -234,7 +234,8 @@ def _progress_bar(enabled: bool):
     def progress(stage: str, done: int, total: int) -> None:
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc="reading" if stage == "read" else "embedding", unit=" files" if stage == "read" else " passages", leave=False, file=sys.stderr)
+            desc, unit = {"read": ("reading", " files"), "sentences": ("embedding sentences", " sentences")}.get(stage, ("embedding", " passages"))
+            bar = bars[stage] = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
         bar.total = total
         bar.n = done
         bar.refresh()

@@ -38,7 +38,7 @@ def test_run_all_quick(tmp_path):
     data = json.loads(raw.read_text())
     meta, results = data["meta"], data["results"]
     assert meta["quick"] is True and meta["machine"]["cores"] >= 1 and meta["machine"]["cpu_model"]
-    assert set(results) == {"ingest", "query", "coldstart"}
+    assert set(results) == {"ingest", "query", "coldstart", "ready"}
     for name, r in results.items():
         assert len(r["load_before"]) == 3 and len(r["load_after"]) == 3, name
         for key, value in _numbers(r):
@@ -68,9 +68,17 @@ def test_run_all_quick(tmp_path):
     ui = cold["ui_seed"]
     assert ui["first_answer_s"] > 0 and ui["runs"]
 
+    ready = results["ready"]["stores"]
+    assert [r["probe"]["passages"] for r in ready] == [14, 60]
+    for r in ready:  # every store opened, answered from its first question, and no sentence was embedded
+        p = r["probe"]
+        assert "error" not in p and p["questions"] > 0 and p["p50_ms"] > 0 and p["VmHWM"] > 100
+        assert p["encoded_sentences"] == 0 and p["encoded_texts"] >= p["questions"]
+        assert r["cold_ask"]["process_s"] > 0 and r["disk_mb_per_1000"] > 0
+
     md = out.read_text()
     for heading in ("# Benchmarks", "## Machine and load", "## Targets", "## 1. Ingest throughput", "## 2. Re-ingest",
-                    "## 3. Query latency", "## 4. Cold start", "## 5. Memory", "## 6. Concurrency"):
+                    "## 3. Query latency", "## 4. Cold start", "## 5. Memory", "## 6. Concurrency", "## 9. Ready at once"):
         assert heading in md, heading
     assert "quick smoke mode" in md and meta["machine"]["cpu_model"] in md
     assert "| figure | target | measured | met |" in md

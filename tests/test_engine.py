@@ -231,9 +231,11 @@ def test_speaker_named_question_is_judged_without_the_name(engine):
 
 
 def test_sentences_are_embedded_in_the_background_beyond_the_upfront_limit(seed_store, embedder):
-    """Over the up-front limit, warm() returns at once and a background thread embeds every
+    """A store without stored sentence vectors (rag/_derived.py; every store ingested now has
+    them): over the up-front limit, warm() returns at once and a background thread embeds every
     sentence; answers are the same before and after it finishes."""
     e = Engine(seed_store, embedder=embedder)
+    e.store._sentences = None  # as if the store had none
     e.warm(sentences_up_to=1, background_up_to=1000)
     before = e.ask("What can we learn from Bangladesh?")
     assert e.sentences_ready(timeout=120)

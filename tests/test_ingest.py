@@ -156,7 +156,13 @@ def test_reingest_unchanged_embeds_nothing(tmp_path, embedder, capsys):
     counting = CountingEmbedder(embedder)
     first = ingest([folder], settings, embedder=counting)
     assert [(f.transcript, f.status) for f in first.files] == [("b.txt", "added"), ("x.txt", "added")]
-    assert counting.texts == sum(f.passages for f in first.files) > 0
+    # each passage once, and each distinct quotable sentence once (stored with the passages: rag/_derived.py)
+    from rag import _derived
+    from rag._store import Store
+
+    stored, _ = Store(settings).all_passages()
+    sentences = {s for p in stored for s in _derived.sentence_texts(p)}
+    assert counting.texts == sum(f.passages for f in first.files) + len(sentences) > len(sentences) > 0
 
     counting.calls = counting.texts = 0
     again = ingest([folder], settings, embedder=counting)

@@ -1,0 +1,222 @@
+"""Benchmark 7: ready at once (issue #12). Side by side in one run, at the demo corpus, the real
+training + development hearings (~3,700 passages, ingested for real), ~8,000 and 100,000 passages:
+
+* what opening a store costs in a fresh process, by step: connecting, reading the manifest,
+  reading the passages and their vectors, building the lexical index (bm25s, two indexes) and the
+  speaker directory / filter rows (``Index``), the idf table;
+* the engine's ``warm()`` and then the latency of every question from the very first one (no
+  waiting for anything: sentence vectors are read from the store, none is embedded), p50/p95;
+* how many texts the encoder was given apart from the questions (0: no sentence embedded);
+* peak RSS of that process (VmHWM);
+* a whole cold ``rag ask`` process;
+* store size on disk per 1,000 passages (with the stored sentence vectors).
+
+The 8,000 and 100,000 stores are written from the real store's passages, vectors and sentence
+vectors (copies under distinct ids, passage vectors with a little noise), as bench/query_bench.py
+does: nothing is re-embedded.
+
+    .venv/bin/python bench/ready_bench.py [--quick] [--sizes 8000 100000] [--keep DIR] [--out r.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C
+
+TRAIN_TRANSCRIPTS = C.SHARED / "qmsum-committee-train" / "transcripts"
+
+
+def du_mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6, 1)
+
+
+def probe(store: str, qfile: str, limit: int) -> dict:
+    """In a fresh process: open the store step by step, warm an Engine, ask every question once."""
+    t_start = time.perf_counter()
+    from rag import Engine, _derived
+    from rag._engine import _idf
+    from rag._retrieve import Index
+    from rag._store import Store
+
+    import numpy as np
+
+    out: dict = {"import_s": round(time.perf_counter() - t_start, 2)}
+    settings = C.settings_for(store=Path(store))
+    t = time.perf_counter()
+    s = Store(settings)
+    out["connect_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    manifest = s.manifest()
+    out["manifest_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    passages, vectors = s.all_passages(with_vectors=True, manifest=manifest, vector_dtype=np.float16)
+    out["read_passages_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    speakers = [sp for info in manifest.values() for sp in info.speakers]
+    index = Index(passages, speakers, {k: i.version for k, i in manifest.items()}, "x", vectors)
+    out["index_s"] = round(time.perf_counter() - t, 2)
+    # the lexical part alone (two bm25s indexes over stemmed tokens)
+    import bm25s
+
+    from rag._retrieve import stem_tokens
+
+    t = time.perf_counter()
+    corpus = [stem_tokens(f"{p.speaker}\n{p.question_speaker}\n{p.question}\n{p.text}") or ["_empty_"] for p in passages]
+    out["stem_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    bm = bm25s.BM25(k1=1.2, b=0.75)
+    bm.index(corpus, show_progress=False)
+    out["bm25_index_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    _idf(passages)
+    out["idf_s"] = round(time.perf_counter() - t, 2)
+    out["passages"] = len(passages)
+    del index, passages, vectors, corpus, bm, s
+
+    class Counting:
+        def __init__(self, e):
+            self.e, self.texts = e, []
+
+        def __getattr__(self, name):
+            return getattr(self.e, name)
+
+        def encode(self, texts, *a, **k):
+            self.texts += list(texts)
+            return self.e.encode(texts, *a, **k)
+
+    from rag._embed import Embedder
+
+    emb = Counting(Embedder(settings.model))
+    engine = Engine(settings, embedder=emb)
+    t = time.perf_counter()
+    engine.warm()
+    out["engine_warm_s"] = round(time.perf_counter() - t, 2)
+    out["first_answer_after_start_s"] = None
+    qs = C.questions(Path(qfile), limit)
+    before = len(emb.texts)
+    lat = []
+    for q in qs:
+        a = engine.ask(q)
+        lat.append(a.timings_ms["total_ms"])
+        if out["first_answer_after_start_s"] is None:
+            out["first_answer_after_start_s"] = round(time.perf_counter() - t_start, 2)
+    # texts given to the encoder while answering (the questions, and a question's text without
+    # the speaker it names), and how many of them were passages' sentences (none: all stored)
+    asked = emb.texts[before:]
+    quotable = {x for p in engine.index().passages for x in _derived.sentence_texts(p)}
+    out["encoded_texts"] = len(asked)
+    out["encoded_sentences"] = sum(1 for x in asked if x in quotable)
+    out["questions"] = len(qs)
+    out["first_ms"] = round(lat[0], 1)
+    out["p50_ms"] = round(C.pct(lat, 50), 1)
+    out["p95_ms"] = round(C.pct(lat, 95), 1)
+    out["first10_p50_ms"] = round(C.pct(lat[:10], 50), 1)
+    out.update(C.rss_mb_of_self())
+    return out
+
+
+def probe_subprocess(store: Path, qfile: Path, limit: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--probe", str(store), "--qfile", str(qfile), "--limit", str(limit)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cold_ask(store: Path, question: str, reps: int) -> dict:
+    from coldstart_bench import rag_ask
+
+    return rag_ask(store, question, reps, store.parent)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="the demo corpus and a 60-passage store built from it, 5 questions")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[8000, 100000])
+    ap.add_argument("--questions", type=int, default=40)
+    ap.add_argument("--ask-reps", type=int, default=3)
+    ap.add_argument("--keep", help="build the stores in this folder and keep them (reused when present)")
+    ap.add_argument("--out")
+    ap.add_argument("--probe", help=argparse.SUPPRESS)
+    ap.add_argument("--qfile", help=argparse.SUPPRESS)
+    ap.add_argument("--limit", type=int, default=40, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.probe:
+        print(json.dumps(probe(args.probe, args.qfile, args.limit)))
+        return 0
+
+    import rag
+    from rag._embed import Embedder
+    from rag._store import Store
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="rag-bench-ready-"))
+    work.mkdir(parents=True, exist_ok=True)
+    nq = 5 if args.quick else args.questions
+    reps = 1 if args.quick else args.ask_reps
+    sizes = [60] if args.quick else args.sizes
+    result: dict = {"machine": C.machine(), "load_before": C.loadavg(), "quick": args.quick, "stores": []}
+    try:
+        embedder = Embedder(C.MODEL)
+        plan = [("demo corpus", work / "demo", [C.CORPUS], C.SEED_QUESTIONS, "What can we learn from Bangladesh?")]
+        if args.quick:  # the copies are made from the demo corpus
+            real_folders, real_store, qfile, question = [C.CORPUS], work / "demo", C.SEED_QUESTIONS, plan[0][4]
+        else:
+            real_folders = [C.DEV_TRANSCRIPTS] if not TRAIN_TRANSCRIPTS.is_dir() else [TRAIN_TRANSCRIPTS, C.DEV_TRANSCRIPTS]
+            real_name = "development hearings" if len(real_folders) == 1 else "training + development hearings"
+            real_store, qfile, question = work / "real", C.DEV_QUESTIONS, "What did the Prime Minister say about students?"
+            plan.append((real_name, real_store, real_folders, qfile, question))
+        for name, store, folders, qfile, question in plan:
+            settings = C.settings_for(store=store)
+            row: dict = {"store": name}
+            if not (store / "chroma.sqlite3").exists():
+                C.log(f"{name}: ingest (load {C.loadavg()})")
+                t = time.perf_counter()
+                report = rag.ingest(folders, settings, embedder=embedder)
+                assert not report.failed, [f.reason for f in report.failed]
+                row["ingest_s"] = round(time.perf_counter() - t, 1)
+            result["stores"].append(row)
+            row["_path"], row["_qfile"], row["_question"] = str(store), str(qfile), question
+        real = C.settings_for(store=real_store)
+        base, vectors = Store(real).all_passages(with_vectors=True)
+        sentences = C.base_sentences(real, base)
+        transcripts, _, _ = C.parse_and_chunk(real_folders[0], embedder)
+        for extra in real_folders[1:]:
+            transcripts += C.parse_and_chunk(extra, embedder)[0]
+        by_id = {t.id: t for t in transcripts}
+        for n in sizes:
+            store = work / f"n{n}"
+            row = {"store": f"{n:,} passages"}
+            if not (store / "chroma.sqlite3").exists():
+                C.log(f"building {n} passages (load {C.loadavg()})")
+                row["build"] = C.build_store(C.settings_for(store=store), base, vectors, by_id, n, sentences=sentences)
+            row["_path"], row["_qfile"], row["_question"] = str(store), str(qfile), question
+            result["stores"].append(row)
+        for row in result["stores"]:
+            store = Path(row.pop("_path"))
+            qfile, question = Path(row.pop("_qfile")), row.pop("_question")
+            row["load_before"] = C.loadavg()
+            C.log(f"{row['store']}: probe, cold rag ask x{reps} (load {row['load_before']})")
+            row["probe"] = probe_subprocess(store, qfile, nq)
+            row["cold_ask"] = cold_ask(store, question, reps)
+            passages = row["probe"].get("passages") or 0
+            row["disk_mb"] = du_mb(store)
+            row["disk_mb_per_1000"] = round(row["disk_mb"] / passages * 1000, 1) if passages else None
+            row["load_after"] = C.loadavg()
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result["load_after"] = C.loadavg()
+    C.emit(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
