@@ -152,6 +152,13 @@ def _is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, NotFoundError) or (type(exc).__name__ == "NotFoundError")
 
 
+def writable(folder: Path) -> bool:
+    """Can this process write the store folder and its database (a read-only mount, or another
+    user's folder, cannot)?"""
+    db = folder / "chroma.sqlite3"
+    return os.access(folder, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+
+
 class Store:
     def __init__(self, settings: Settings, create: bool = False, timeout: float | None = None) -> None:
         """``timeout``: seconds a Chroma server may take per request (server mode; default
@@ -168,6 +175,34 @@ class Store:
         self._connect()
 
     # ------------------------------------------------------------------ connection
+
+    read_only_copy: Path | None = None  # where a read-only store is read from (see _working_copy)
+
+    def _working_copy(self) -> Path:
+        """A read-only store is read from a private copy. Embedded Chroma opens its database for
+        writing even to read (chromadb 1.5 has no read-only client: docs/RELIABILITY.md), so the
+        folder is copied to a temporary one, once per Store, removed when the process ends; the
+        original is never written. Refused, with the reason, when the copy would not fit."""
+        import atexit
+        import shutil
+        import tempfile
+
+        if self.read_only_copy is not None:
+            return self.read_only_copy
+        size = sum(f.stat().st_size for f in self.settings.store.rglob("*") if f.is_file())
+        tmp = Path(tempfile.gettempdir())
+        free = shutil.disk_usage(tmp).free
+        if size * 1.1 + 50_000_000 > free:
+            raise StoreError(f"the store folder {self.settings.store} is read-only, and a copy to read it from "
+                             f"({size / 1e6:,.0f} MB) does not fit in {tmp} ({free / 1e6:,.0f} MB free)",
+                             "Make the folder writable for this user, or set TMPDIR to a folder with room for the copy.")
+        copy = Path(tempfile.mkdtemp(prefix="rag-read-only-"))
+        atexit.register(shutil.rmtree, copy, True)
+        shutil.copytree(self.settings.store, copy / "store", ignore=shutil.ignore_patterns("ingest.lock", "conversations"))
+        for f in [copy / "store", *(copy / "store").rglob("*")]:  # the copy is ours to open for writing
+            f.chmod(f.stat().st_mode | (0o700 if f.is_dir() else 0o600))
+        self.read_only_copy = copy / "store"
+        return self.read_only_copy
 
     def _connect(self) -> None:
         import chromadb
@@ -193,7 +228,10 @@ class Store:
                     if _is_disk_full(exc):
                         raise self._error(exc) from None
                     raise
-                self._client = chromadb.PersistentClient(path=str(s.store), settings=chroma_settings)
+                path = s.store
+                if not self.create and not writable(s.store):
+                    path = self._working_copy()
+                self._client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
             self._open_collections()
         except StoreError:
             raise

@@ -162,14 +162,18 @@ def _check_text_args(args: argparse.Namespace) -> None:
                                   "Type it again in a UTF-8 terminal, or check the encoding of the script that passes it.") from None
 
 
-def _check_store_writable(settings: Settings) -> None:
-    """Embedded Chroma opens its database for writing even to read: a store folder this user cannot
-    write fails deep inside Chroma with "attempt to write a readonly database". Say so up front."""
-    if settings.chroma_url or not settings.store.is_dir():
+def _check_store_writable(settings: Settings, command: str) -> None:
+    """A store folder this user cannot write: `rag ingest` says so up front (inside Chroma it would
+    fail with "attempt to write a readonly database"); the commands that only read it read a
+    private copy (rag/_store.py, Store._working_copy), and say so."""
+    from ._store import writable
+
+    if settings.chroma_url or not settings.store.is_dir() or writable(settings.store):
         return
-    db = settings.store / "chroma.sqlite3"
-    if not os.access(settings.store, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+    if command == "ingest":
         raise _read_only(settings)
+    print(f"rag: the store folder {safe(settings.store)} is read-only for this user: reading a temporary copy of it",
+          file=sys.stderr)
 
 
 def _read_only(settings: Settings) -> StoreReadOnlyError:
@@ -198,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_text_args(args)
         settings = settings_from_args(args)
         if args.command != "ui":
-            _check_store_writable(settings)
+            _check_store_writable(settings, args.command)
         code = COMMANDS[args.command](args, settings)
         sys.stdout.flush()
         return code

@@ -23,6 +23,7 @@ from rag import Engine, ingest, load_settings
 from rag.cli import main
 
 from fakes import FailingFakeChatModel, RecordingFakeChatModel
+from conftest import CORPUS
 
 # What a terminal would act on: C0 controls but newline and tab, DEL and C1 (CSI \x9b among them).
 RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -203,17 +204,35 @@ def _read_only_copy(src: Path) -> tuple[Path, list[str]]:
     return dst, ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-@pytest.mark.parametrize("argv", [["stats"], ["ask", "What can we learn from Bangladesh?"]])
-def test_read_only_store_is_explained(seed_store, argv):
+@pytest.mark.parametrize("argv, shows", [
+    (["stats"], "nhs-impact-amar-shah-interview.txt"),
+    (["ask", "What can we learn from Bangladesh?"], "These places have a lot to teach us"),
+    (["ingest", "corpus"], None),  # a write: refused, with the reason
+])
+def test_read_only_store_is_read_from_a_copy(seed_store, argv, shows):
     store, prefix = _read_only_copy(seed_store.store)
+    before = {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()}
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-        env.update(HOME=str(store.parent), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
+        tmp = store.parent / "tmp"
+        tmp.mkdir()
+        tmp.chmod(0o777)  # where the copy goes, writable for the unprivileged user
+        env.update(HOME=str(store.parent), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False",
+                   TMPDIR=str(tmp))
+        if argv[0] == "ingest":
+            shutil.copytree(CORPUS, store.parent / "corpus")
         run = subprocess.run([*prefix, _rag(), *argv, "--store", str(store)], capture_output=True, text=True,
                              timeout=300, env=env, cwd=store.parent)
         assert "Traceback" not in run.stderr, run.stderr
-        assert run.returncode == 1, run.stderr
         assert "read-only" in run.stderr and str(store) in run.stderr
+        if shows is None:
+            assert run.returncode == 1, run.stderr
+        else:
+            assert run.returncode == 0, run.stderr
+            assert shows in run.stdout
+            assert "reading a temporary copy" in run.stderr
+            assert not list(tmp.iterdir())  # the copy is gone when the command ends
+        assert {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
     finally:
         shutil.rmtree(store.parent, ignore_errors=True)
 
