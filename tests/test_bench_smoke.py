@@ -125,3 +125,47 @@ def test_many_transcripts_bench_runs_small(tmp_path):
     assert any(f"rebuilt the vector index: {n - 1} passages of {n - 1} transcripts" in x for x in r["recover_notes"])
     for key in ("ingest_s", "stats_s", "ask_s", "prune_s", "repair_s", "recover_s"):
         assert r[key] > 0, key
+
+
+def test_million_bench_tiny(tmp_path):
+    """bench/million_bench.py at 300 passages: builds a `chroma run` folder through rag's store
+    code, measures a fresh client against it, and measures again with --measure-only on the same
+    folder. Only that every figure is there and the store holds exactly the passages asked for."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
+    script, data = ROOT / "bench" / "million_bench.py", tmp_path / "data"
+    common = ["--base", str(ROOT / "corpus"), "--qfile", str(ROOT / "eval" / "seed.jsonl"), "--questions", "3"]
+
+    def run(*args):
+        out = tmp_path / "r.json"
+        proc = subprocess.run([sys.executable, str(script), *args, *common, "--data", str(data), "--out", str(out)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+        assert "Traceback" not in proc.stderr
+        assert "| client peak RSS (VmHWM) |" in proc.stderr  # the Markdown table is printed
+        return json.loads(out.read_text())
+
+    first = run("--passages", "300")
+    b = first["build"]
+    assert first["passages"] == 300 and b["passages"] == 300 and b["copies"] > 1 and b["write_s"] > 0
+    assert 0.9 < b["mean_cos_to_original"] < 1.0  # the copies' vectors are perturbed, not identical
+    assert (data / "chroma" / "chroma.sqlite3").exists() and (data / "build.json").exists()
+
+    again = run("--measure-only")
+    assert again["passages"] == 300 and again["build"] == b  # the build's figures are read back
+    for r in (first, again):
+        m = r["measure"]
+        assert "client_stopped" not in m and "client_error" not in m, m
+        c = m["client"]
+        assert c["passages"] == 300 and c["questions"] == 3 and c["answered"] == 3 and c["errors"] == 0
+        assert c["open_s"] > 0 and c["index_load_s"] > 0 and c["ask_p50_ms"] > 0 and c["ask_p95_ms"] >= c["ask_p50_ms"]
+        assert c["client_peak_rss_mb"] > 100 and m["server_rss_after_mb"] > 10 and m["store_size_mb"] > 0
+        assert len(m["load_before"]) == 3 and len(m["load_after"]) == 3
+        for key, value in _numbers(r):
+            assert math.isfinite(value), f"{key} = {value}"
+
+    # a second build on a filled folder is refused, and nothing in it is touched
+    proc = subprocess.run([sys.executable, str(script), "--passages", "300", *common, "--data", str(data)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "exists already" in proc.stderr
+    assert json.loads((data / "build.json").read_text())["build"] == b
