@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,23 +103,62 @@ def base_passages(folder: Path, work: Path):
     return passages, vectors, {t.id: t for t in transcripts}
 
 
+def base_from_server(url: str, folder: Path):
+    """For --resume: the base passages and vectors as the build stored them (copy 0, the
+    originals), and the base transcripts parsed again from ``folder`` (nothing is embedded)."""
+    from rag._parse import parse_bytes, transcript_id_for
+    from rag._store import Store
+
+    import numpy as np
+
+    store = Store(C.settings_for(chroma_url=url))
+    transcripts = {}
+    for f in C.transcript_files(folder):
+        t = parse_bytes(f.read_bytes(), transcript_id_for(f, Path(folder)), f.suffix)
+        transcripts[t.id] = t
+    passages, vectors = [], []
+    for tid in sorted(transcripts):
+        ps, vs = store.all_passages(transcript=tid, with_vectors=True)
+        if not ps:
+            raise SystemExit(f"--resume: the server holds no passages of base transcript {tid}: was it built from {folder}?")
+        passages += ps
+        vectors.append(vs)
+    return passages, np.concatenate(vectors), transcripts
+
+
+def resume_point(url: str) -> tuple[int, int]:
+    """(passages stored, next copy number) of a build that was stopped: passages of a write that
+    was cut short (no manifest record points at them) are removed first, as an ingest would."""
+    from rag._store import Store
+
+    store = Store(C.settings_for(chroma_url=url), create=True)
+    manifest = store.manifest()
+    removed = store.repair(manifest)
+    copies = [int(tid[4:8]) for tid in manifest if tid.startswith("copy")]
+    C.log(f"resuming: {store.count():,} passages, {len(manifest):,} transcripts, last copy {max(copies, default=0)}, "
+          f"{removed} passages of an unfinished write removed")
+    return store.count(), max(copies, default=0) + 1
+
+
 def fill(url: str, base: list, vectors, transcripts: dict, target: int, noise: float = 0.01, seed: int = 0,
-         log_every_s: float = 60.0) -> dict:
-    """Write exactly ``target`` passages to the server's (new) store with ``Store.write_transcripts``:
-    the base passages, then noisy copies under distinct transcript ids, one write call per copy."""
+         log_every_s: float = 60.0, written: int = 0, copy: int = 0, checkpoint=None) -> dict:
+    """Write exactly ``target`` passages to the server's store with ``Store.write_transcripts``:
+    the base passages, then noisy copies under distinct transcript ids, one write call per copy
+    (``written``/``copy``: where a stopped build resumes; ``checkpoint(figures)`` is called at
+    each progress line, so that a stopped build's figures so far are kept)."""
     import numpy as np
 
     from rag._store import Store
 
-    rng = np.random.default_rng(seed)
     store = Store(C.settings_for(chroma_url=url), create=True)
     by_t: dict[str, list[int]] = {}
     for i, p in enumerate(base):
         by_t.setdefault(p.transcript, []).append(i)
-    written, copy, cos, n_transcripts = 0, 0, [], 0
+    start, cos = written, []
     t0 = last = time.perf_counter()
     progress = []
     while written < target:
+        rng = np.random.default_rng((seed, copy))  # per copy: the same noise whether resumed or not
         items = []
         for tid in sorted(by_t):
             if written >= target:
@@ -136,22 +176,42 @@ def fill(url: str, base: list, vectors, transcripts: dict, target: int, noise: f
             items.append((dataclasses.replace(transcripts[tid], id=new_id), ps, vecs, digest))
             written += len(ps)
         store.write_transcripts(items)
-        n_transcripts += len(items)
         copy += 1
         now = time.perf_counter()
         if now - last >= log_every_s or written >= target:
             last = now
-            rate = written / (now - t0)
+            rate = (written - start) / (now - t0)
             progress.append({"passages": written, "s": round(now - t0, 1), "load1": C.loadavg()[:1]})
             C.log(f"filled {written:,}/{target:,} passages in {now - t0:.0f} s ({rate:,.0f}/s, load {C.loadavg()[0]}, "
                   f"available {mem_available_mb()} MB)")
+            if checkpoint:
+                checkpoint({"resumed_at": start, "passages": written, "write_s": round(now - t0, 1), "progress": progress})
     write_s = time.perf_counter() - t0
-    return {"passages": store.count(), "transcripts": n_transcripts, "copies": copy, "write_s": round(write_s, 1),
-            "passages_per_s": round(target / write_s, 1) if write_s else None, "noise_sigma": noise,
+    return {"passages": store.count(), "transcripts": len(store.manifest()), "copies": copy, "write_s": round(write_s, 1),
+            "passages_per_s": round((target - start) / write_s, 1) if write_s else None, "resumed_at": start, "noise_sigma": noise,
             "mean_cos_to_original": round(sum(cos) / len(cos), 4) if cos else 1.0, "progress": progress}
 
 
 # ---------------------------------------------------------------------------- the client (a child process)
+
+
+def index_parts_mb(index) -> dict:
+    """The in-memory view's array parts, by size (MB): the passage vectors and the two BM25
+    indexes' sparse score matrices. The rest of the view (passages as Python objects, the filter
+    rows, the vocabulary, ...) is the RSS growth minus these."""
+    import numpy as np
+
+    def nbytes(obj) -> int:
+        if isinstance(obj, np.ndarray):
+            return obj.nbytes
+        if isinstance(obj, dict):
+            return sum(nbytes(v) for v in obj.values())
+        return 0
+
+    out = {"vectors": getattr(index.vectors, "nbytes", 0)}
+    for name in ("bm25", "bm25_answer"):
+        out[name] = nbytes(getattr(getattr(index, name), "scores", {}) or {})
+    return {k: round(v / 2**20, 1) for k, v in out.items()}
 
 
 def client(url: str, qfile: str, limit: int) -> dict:
@@ -165,6 +225,7 @@ def client(url: str, qfile: str, limit: int) -> dict:
 
     import_s = time.perf_counter() - t_start
     settings = C.settings_for(chroma_url=url)
+    rss_before = C.rss_mb_of_self()
     phase("engine")
     t0 = time.perf_counter()
     engine = Engine(settings)
@@ -174,6 +235,7 @@ def client(url: str, qfile: str, limit: int) -> dict:
     n = len(engine.index())
     index_s = time.perf_counter() - t1
     rss_after_index = C.rss_mb_of_self()
+    parts = index_parts_mb(engine.index())
     phase("warm")
     t2 = time.perf_counter()
     engine.warm()
@@ -191,6 +253,12 @@ def client(url: str, qfile: str, limit: int) -> dict:
             continue
         times.append((time.perf_counter() - t) * 1000)
         abstained += bool(getattr(a, "abstained", False))
+    # what every question pays at most once a second to notice another process's ingest
+    fp_ms = []
+    for _ in range(3):
+        t = time.perf_counter()
+        engine.store.fingerprint()
+        fp_ms.append((time.perf_counter() - t) * 1000)
     phase("done")
     out = {"passages": n, "import_s": round(import_s, 2), "engine_create_s": round(create_s, 2),
            "index_load_s": round(index_s, 1), "warm_s": round(warm_s, 1),
@@ -200,7 +268,8 @@ def client(url: str, qfile: str, limit: int) -> dict:
            "ask_p50_ms": round(C.pct(times, 50), 1) if times else None,
            "ask_p95_ms": round(C.pct(times, 95), 1) if times else None,
            "ask_max_ms": round(max(times), 1) if times else None,
-           "rss_after_index_mb": rss_after_index.get("VmRSS")}
+           "rss_before_engine_mb": rss_before.get("VmRSS"), "rss_after_index_mb": rss_after_index.get("VmRSS"),
+           "index_parts_mb": parts, "transcripts": len(engine.transcripts()), "fingerprint_ms": round(C.median(fp_ms), 1)}
     out.update({"client_" + k: v for k, v in C.rss_mb_of_self().items()})
     return out
 
@@ -208,13 +277,29 @@ def client(url: str, qfile: str, limit: int) -> dict:
 # ---------------------------------------------------------------------------- measure
 
 
-def measure(data: Path, qfile: Path, limit: int, cap_mb: float, timeout_s: float) -> dict:
-    """A fresh server on ``data/chroma`` and a fresh client process; the figures."""
+class _Running:
+    """A server this script did not start (--url): measured as it is, not restarted."""
+
+    def __init__(self, url: str, pid: int | None) -> None:
+        self.url, self.pid = url, pid
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def measure(data: Path, qfile: Path, limit: int, cap_mb: float, timeout_s: float,
+            url: str | None = None, server_pid: int | None = None) -> dict:
+    """A fresh server on ``data/chroma`` (or the running one at ``url``) and a fresh client
+    process; the figures."""
     result: dict = {"data": str(data), "load_before": C.loadavg(), "mem_available_before_mb": mem_available_mb(),
-                    "store_size_mb": du_mb(data / "chroma")}
-    with C.ChromaServer(data / "chroma", log_path=data / "chroma-server.log") as server:
-        spid = server.proc.pid
-        result["server_rss_idle_mb"] = proc_status(spid).get("VmRSS")
+                    "store_size_mb": du_mb(data / "chroma"), "fresh_server": url is None}
+    server_cm = _Running(url, server_pid) if url else C.ChromaServer(data / "chroma", log_path=data / "chroma-server.log")
+    with server_cm as server:
+        spid = server.pid if url else server.proc.pid
+        result["server_rss_idle_mb"] = proc_status(spid).get("VmRSS") if spid else None
         cmd = [sys.executable, __file__, "--client", server.url, "--qfile", str(qfile), "--questions", str(limit)]
         t0 = time.perf_counter()
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -225,6 +310,8 @@ def measure(data: Path, qfile: Path, limit: int, cap_mb: float, timeout_s: float
                 if line.startswith(PHASE_PREFIX):
                     state["phase"] = line[len(PHASE_PREFIX):].strip()
                     state.setdefault("phase_at_s", {})[state["phase"]] = round(time.perf_counter() - t0, 1)
+                    C.log(f"client: {state['phase']} at {time.perf_counter() - t0:.0f} s (RSS {proc_status(child.pid).get('VmRSS')} MB, "
+                          f"load {C.loadavg()[0]})")
                 else:
                     state["stderr"].append(line)
 
@@ -234,7 +321,7 @@ def measure(data: Path, qfile: Path, limit: int, cap_mb: float, timeout_s: float
         stopped = None
         while child.poll() is None:
             c = proc_status(child.pid).get("VmRSS", 0.0)
-            s = proc_status(spid).get("VmRSS", 0.0)
+            s = proc_status(spid).get("VmRSS", 0.0) if spid else 0.0
             peak_client, peak_server = max(peak_client, c), max(peak_server, s)
             elapsed = time.perf_counter() - t0
             if c > cap_mb or elapsed > timeout_s:
@@ -251,7 +338,7 @@ def measure(data: Path, qfile: Path, limit: int, cap_mb: float, timeout_s: float
         result["phases_at_s"] = state.get("phase_at_s", {})
         result["sampled_peak_client_rss_mb"] = peak_client
         result["sampled_peak_server_rss_mb"] = peak_server
-        after = proc_status(spid)
+        after = proc_status(spid) if spid else {}
         result["server_rss_after_mb"] = after.get("VmRSS")
         result["server_peak_rss_mb"] = after.get("VmHWM")
         if stopped:
@@ -268,16 +355,23 @@ def table(r: dict) -> str:
     b, m = r.get("build") or {}, r.get("measure") or {}
     c = m.get("client") or {}
     rows = [("passages", f"{r.get('passages', 0):,}")]
-    if b:
+    if b.get("write_s"):
         rows += [("build: write through the server", f"{b['write_s']:,} s ({b['passages_per_s']:,} passages/s), "
                   f"{b['transcripts']:,} transcripts")]
+    elif b.get("runs"):
+        last = b["runs"][-1]
+        rows += [("build (not finished)", f"{last['passages']:,} passages written after {last['write_s']:,} s of its last run")]
+    if not m.get("fresh_server", True):
+        rows += [("server", "the running server at --url, measured as it was (not restarted)")]
     rows += [("store size on disk (chroma folder)", f"{m.get('store_size_mb', 0):,} MB")]
     if c:
         rows += [("client open: Engine() + first index load + warm()", f"{c['open_s']} s "
                   f"(index load {c['index_load_s']} s, warm {c['warm_s']} s)"),
                  ("ask p50 / p95 from the first question", f"{c['ask_p50_ms']} / {c['ask_p95_ms']} ms "
                   f"({c['answered']} of {c['questions']} questions, first {c['ask_first_ms']} ms, {c['errors']} errors)"),
-                 ("client peak RSS (VmHWM)", f"{c['client_peak_rss_mb']:,} MB")]
+                 ("client peak RSS (VmHWM)", f"{c['client_peak_rss_mb']:,} MB (after imports {c['rss_before_engine_mb']:,} MB; "
+                  f"vectors {c['index_parts_mb']['vectors']:,} MB, BM25 {c['index_parts_mb']['bm25'] + c['index_parts_mb']['bm25_answer']:,.1f} MB)"),
+                 ("manifest fingerprint read (once a second at most)", f"{c['fingerprint_ms']} ms over {c['transcripts']:,} transcripts")]
     if m.get("client_stopped"):
         s = m["client_stopped"]
         rows += [("client", f"stopped in phase `{s['phase']}` after {s['after_s']} s: {s['reason']}")]
@@ -295,18 +389,24 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, help="server data folder (default: a new folder under /tmp, kept)")
     ap.add_argument("--measure-only", action="store_true", help="only measure a fresh client against an existing filled --data")
     ap.add_argument("--build-only", action="store_true", help="fill the folder, do not measure")
+    ap.add_argument("--resume", action="store_true", help="continue a build that was stopped (--data DIR) up to --passages")
     ap.add_argument("--base", type=Path, default=C.DEV_TRANSCRIPTS, help="transcripts the passages are built from")
     ap.add_argument("--qfile", type=Path, default=C.DEV_QUESTIONS, help="questions (JSON lines) the client asks")
     ap.add_argument("--questions", type=int, default=50, help="questions asked once each (default 50)")
     ap.add_argument("--client-cap-mb", type=float, default=10_000, help="stop the client past this RSS (default 10,000 MB)")
     ap.add_argument("--client-timeout-s", type=float, default=3600)
     ap.add_argument("--out", help="write the JSON here (default: stdout)")
+    ap.add_argument("--url", help="with --measure-only: measure against this running server instead of a fresh one on --data "
+                    "(e.g. while a build is still writing to it; the figures say so)")
+    ap.add_argument("--server-pid", type=int, help="with --url: the server's process id, for its RSS")
     ap.add_argument("--client", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.client:
         print(json.dumps(client(args.client, str(args.qfile), args.questions)), flush=True)
         os._exit(0)  # skip native libraries' teardown once the figures are out (see query_bench)
 
+    # a TERM (e.g. `kill PID` of a long build) unwinds like an error: the server we started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result: dict = {"machine": C.machine()}
     if args.measure_only:
         if not args.data or not (args.data / "chroma").is_dir():
@@ -317,31 +417,55 @@ def main(argv=None) -> int:
         result["passages"] = built.get("passages")
     else:
         data = args.data or Path(tempfile.mkdtemp(prefix=f"rag-million-{args.passages}-", dir="/tmp"))
-        if (data / "chroma").exists():
-            ap.error(f"{data}/chroma exists already: use --measure-only, or another --data")
+        if args.resume and not (data / "chroma").is_dir():
+            ap.error("--resume needs --data DIR: a folder whose build was stopped (it holds chroma/)")
+        if (data / "chroma").exists() and not args.resume:
+            ap.error(f"{data}/chroma exists already: use --measure-only or --resume, or another --data")
         data.mkdir(parents=True, exist_ok=True)
         C.log(f"server data in {data} (load {C.loadavg()}, available {mem_available_mb()} MB)")
-        work = Path(tempfile.mkdtemp(prefix="rag-million-base-"))
-        try:
-            t0 = time.perf_counter()
-            base, vectors, transcripts = base_passages(args.base, work)
-            embed_s = time.perf_counter() - t0
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        C.log(f"{len(base):,} base passages from {len(transcripts)} transcripts in {embed_s:.0f} s")
+        earlier = json.loads((data / "build.json").read_text()).get("build", {}) if (data / "build.json").exists() else {}
         with C.ChromaServer(data / "chroma", log_path=data / "chroma-server.log") as server:
-            built = fill(server.url, base, vectors, transcripts, args.passages)
-            built.update(base_passages=len(base), base_transcripts=len(transcripts), base_embed_s=round(embed_s, 1),
+            t0 = time.perf_counter()
+            if args.resume:
+                written, copy = resume_point(server.url)
+                base, vectors, transcripts = base_from_server(server.url, args.base)
+            else:
+                written, copy = 0, 0
+                work = Path(tempfile.mkdtemp(prefix="rag-million-base-"))
+                try:
+                    base, vectors, transcripts = base_passages(args.base, work)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+            embed_s = time.perf_counter() - t0
+            C.log(f"{len(base):,} base passages from {len(transcripts)} transcripts in {embed_s:.0f} s")
+            runs = earlier.get("runs", []) if args.resume else []
+
+            def checkpoint(run: dict) -> None:  # the figures so far, for a build that is stopped
+                (data / "build.json").write_text(json.dumps({"passages": run["passages"], "complete": False,
+                                                             "build": {"base_embed_s": earlier.get("base_embed_s", round(embed_s, 1)),
+                                                                       "runs": runs + [run]}}, indent=2))
+
+            built = fill(server.url, base, vectors, transcripts, args.passages, written=written, copy=copy, checkpoint=checkpoint)
+            built.update(base_passages=len(base), base_transcripts=len(transcripts),
+                         base_embed_s=earlier.get("base_embed_s", round(embed_s, 1)),
                          server_rss_after_fill_mb=proc_status(server.proc.pid).get("VmRSS"),
                          load_after_fill=C.loadavg())
+            # the whole build's figures: earlier (stopped) runs' writes plus this one's
+            built["runs"] = runs + [{k: built[k] for k in ("resumed_at", "passages", "write_s", "progress")}]
+            if len(built["runs"]) > 1:
+                built["write_s"] = round(sum(r["write_s"] for r in built["runs"]), 1)
+                built["passages_per_s"] = round(built["passages"] / built["write_s"], 1) if built["write_s"] else None
         if built["passages"] != args.passages:
             raise SystemExit(f"the server holds {built['passages']} passages, not {args.passages}")
-        (data / "build.json").write_text(json.dumps({"passages": args.passages, "build": built}, indent=2))
+        (data / "build.json").write_text(json.dumps({"passages": args.passages, "complete": True, "build": built}, indent=2))
         result["build"], result["passages"] = built, args.passages
     result["data"] = str(data)
     if not args.build_only:
         C.log(f"measuring a fresh client against {data} (load {C.loadavg()}, available {mem_available_mb()} MB)")
-        result["measure"] = measure(data, args.qfile, args.questions, args.client_cap_mb, args.client_timeout_s)
+        result["measure"] = measure(data, args.qfile, args.questions, args.client_cap_mb, args.client_timeout_s,
+                                    url=args.url if args.measure_only else None, server_pid=args.server_pid)
+        if (result["measure"].get("client") or {}).get("passages") is not None:
+            result["passages"] = result["measure"]["client"]["passages"]  # what the client found
     result["table"] = table(result)
     C.emit(result, args.out)
     print(result["table"], file=sys.stderr)

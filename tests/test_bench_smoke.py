@@ -142,12 +142,19 @@ def test_million_bench_tiny(tmp_path):
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         assert "Traceback" not in proc.stderr
-        assert "| client peak RSS (VmHWM) |" in proc.stderr  # the Markdown table is printed
-        return json.loads(out.read_text())
+        r = json.loads(out.read_text())
+        assert "| store size on disk (chroma folder) |" in proc.stderr  # the Markdown table is printed
+        assert ("| client peak RSS (VmHWM) |" in proc.stderr) == ("measure" in r)
+        return r
 
-    first = run("--passages", "300")
+    part = run("--passages", "200", "--build-only")
+    assert part["passages"] == 200 and "measure" not in part
+    assert json.loads((data / "build.json").read_text())["complete"] is True
+    first = run("--passages", "300", "--resume")  # a stopped (or smaller) build continues where it was
     b = first["build"]
     assert first["passages"] == 300 and b["passages"] == 300 and b["copies"] > 1 and b["write_s"] > 0
+    assert [r["resumed_at"] for r in b["runs"]] == [0, 200] and b["runs"][-1]["passages"] == 300
+    assert b["transcripts"] == b["copies"]  # the demo corpus is one transcript: one per copy, none lost or doubled
     assert 0.9 < b["mean_cos_to_original"] < 1.0  # the copies' vectors are perturbed, not identical
     assert (data / "chroma" / "chroma.sqlite3").exists() and (data / "build.json").exists()
 
@@ -167,5 +174,5 @@ def test_million_bench_tiny(tmp_path):
     # a second build on a filled folder is refused, and nothing in it is touched
     proc = subprocess.run([sys.executable, str(script), "--passages", "300", *common, "--data", str(data)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode != 0 and "exists already" in proc.stderr
+    assert proc.returncode != 0 and "exists already" in proc.stderr, proc.stderr[-2000:]
     assert json.loads((data / "build.json").read_text())["build"] == b
