@@ -213,6 +213,78 @@ def base_sentences(settings, passages: list) -> list:
     return [got[i] for i in ids]
 
 
+def copy_item(tid: str, idx: list[int], copy: int, base_passages: list, base_vectors, transcripts: dict[str, Any], rng,
+              noise: float, cos: list[float]) -> tuple:
+    """Copy number ``copy`` of the base passages ``idx`` of transcript ``tid``, as a
+    ``Store.write_transcripts`` item: the transcript under ``copyNNNN/<id>`` (copy 0: itself),
+    its passages' vectors perturbed by Gaussian noise (sigma ``noise``, renormalised; the mean
+    cosine to the originals appended to ``cos``)."""
+    import numpy as np
+
+    new_id = tid if copy == 0 else f"copy{copy:04d}/{tid}"
+    ps = [dataclasses.replace(base_passages[i], transcript=new_id, chunk_id=new_id + base_passages[i].chunk_id[len(tid):]) for i in idx]
+    vecs = np.asarray(base_vectors[idx], dtype=np.float32)
+    if copy:
+        noisy = vecs + rng.normal(0.0, noise, vecs.shape).astype(np.float32)
+        noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+        cos.append(float(np.mean(np.sum(noisy * vecs, axis=1))))
+        vecs = noisy
+    digest = hashlib.sha256(f"{new_id}:{copy}".encode()).hexdigest()
+    return dataclasses.replace(transcripts[tid], id=new_id), ps, vecs, digest
+
+
+def timed_ask(engine, question: str):
+    """(milliseconds, answer) of one ``engine.ask``, or None when it raised (logged: counted by
+    the caller, never hidden)."""
+    t = time.perf_counter()
+    try:
+        a = engine.ask(question)
+    except Exception as exc:
+        log(f"ask failed: {type(exc).__name__}: {exc}")
+        return None
+    return (time.perf_counter() - t) * 1000, a
+
+
+def ask_all(engine, questions: Sequence[str]) -> tuple[list[float], list[Any], int]:
+    """Every question asked once: the milliseconds and answers of those answered, and how many
+    raised."""
+    times, answers, errors = [], [], 0
+    for q in questions:
+        got = timed_ask(engine, q)
+        if got is None:
+            errors += 1
+            continue
+        times.append(got[0])
+        answers.append(got[1])
+    return times, answers, errors
+
+
+def child_mode_args(ap, flag: str, limit: int) -> None:
+    """The hidden arguments of a bench script's child mode: ``flag`` (the store), the question
+    file and how many of its questions."""
+    import argparse
+
+    ap.add_argument(flag, help=argparse.SUPPRESS)
+    ap.add_argument("--qfile", help=argparse.SUPPRESS)
+    ap.add_argument("--limit", type=int, default=limit, help=argparse.SUPPRESS)
+
+
+def json_subprocess(argv: list[str]) -> dict[str, Any]:
+    """Run a bench script's child mode; its last line of output is the JSON result ({"error": ...}
+    when it failed)."""
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def finish(result: dict[str, Any], out: str | None) -> int:
+    """The end of a bench run: the load average after it, the result written; exit status 0."""
+    result["load_after"] = loadavg()
+    emit(result, out)
+    return 0
+
+
 def build_store(settings, base_passages: list, base_vectors, transcripts: dict[str, Any], target: int,
                 noise: float = 0.01, seed: int = 0, sentences: list | None = None) -> dict[str, Any]:
     """Write exactly ``target`` passages to the (new) store of ``settings``: the real passages
@@ -237,21 +309,11 @@ def build_store(settings, base_passages: list, base_vectors, transcripts: dict[s
             if written >= target:
                 break
             idx = by_t[tid][: target - written]
-            t = transcripts[tid]
-            new_id = tid if copy == 0 else f"copy{copy:04d}/{tid}"
-            ps = [dataclasses.replace(base_passages[i], transcript=new_id, chunk_id=new_id + base_passages[i].chunk_id[len(tid):]) for i in idx]
-            vecs = np.asarray(base_vectors[idx], dtype=np.float32)
-            if copy:
-                noisy = vecs + rng.normal(0.0, noise, vecs.shape).astype(np.float32)
-                noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-                cos.append(float(np.mean(np.sum(noisy * vecs, axis=1))))
-                vecs = noisy
-            digest = hashlib.sha256(f"{new_id}:{copy}".encode()).hexdigest()
-            item = (dataclasses.replace(t, id=new_id), ps, vecs, digest)
+            item = copy_item(tid, idx, copy, base_passages, base_vectors, transcripts, rng, noise, cos)
             if sentences is not None:
                 store.write_sentences([item], [[sentences[i] for i in idx]])
             store.write_transcripts([item])
-            written += len(ps)
+            written += len(idx)
         copy += 1
     return {"passages": store.count(), "copies": copy, "write_s": round(time.perf_counter() - t0, 1),
             "noise_sigma": noise, "mean_cos_to_original": round(sum(cos) / len(cos), 4) if cos else 1.0}

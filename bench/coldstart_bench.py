@@ -159,9 +159,7 @@ def main(argv=None) -> int:
             result["ui_seed"] = ui_first_answer(seed.store, QUESTION, ui_reps, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result["load_after"] = C.loadavg()
-    C.emit(result, args.out)
-    return 0
+    return C.finish(result, args.out)
 
 
 if __name__ == "__main__":

@@ -399,9 +399,7 @@ def main(argv=None) -> int:
             result["experiments"] = embed_experiments(texts, args.exp_reps, None if args.no_quality else folder, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result["load_after"] = C.loadavg()
-    C.emit(result, args.out)
-    return 0
+    return C.finish(result, args.out)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ before and after.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -164,17 +162,8 @@ def fill(url: str, base: list, vectors, transcripts: dict, target: int, noise: f
             if written >= target:
                 break
             idx = by_t[tid][: target - written]
-            new_id = tid if copy == 0 else f"copy{copy:04d}/{tid}"
-            ps = [dataclasses.replace(base[i], transcript=new_id, chunk_id=new_id + base[i].chunk_id[len(tid):]) for i in idx]
-            vecs = np.asarray(vectors[idx], dtype=np.float32)
-            if copy:
-                noisy = vecs + rng.normal(0.0, noise, vecs.shape).astype(np.float32)
-                noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-                cos.append(float(np.mean(np.sum(noisy * vecs, axis=1))))
-                vecs = noisy
-            digest = hashlib.sha256(f"{new_id}:{copy}".encode()).hexdigest()
-            items.append((dataclasses.replace(transcripts[tid], id=new_id), ps, vecs, digest))
-            written += len(ps)
+            items.append(C.copy_item(tid, idx, copy, base, vectors, transcripts, rng, noise, cos))
+            written += len(idx)
         store.write_transcripts(items)
         copy += 1
         now = time.perf_counter()
@@ -242,17 +231,8 @@ def client(url: str, qfile: str, limit: int) -> dict:
     warm_s = time.perf_counter() - t2
     phase("ask")
     qs = C.questions(Path(qfile), limit)
-    times, errors, abstained = [], 0, 0
-    for q in qs:
-        t = time.perf_counter()
-        try:
-            a = engine.ask(q)
-        except Exception as exc:  # counted, never hidden
-            errors += 1
-            C.log(f"ask failed: {type(exc).__name__}: {exc}")
-            continue
-        times.append((time.perf_counter() - t) * 1000)
-        abstained += bool(getattr(a, "abstained", False))
+    times, answers, errors = C.ask_all(engine, qs)
+    abstained = sum(bool(getattr(a, "abstained", False)) for a in answers)
     # what every question pays at most once a second to notice another process's ingest
     fp_ms = []
     for _ in range(3):

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -70,16 +69,10 @@ def latency(engine, questions: list[str], passes: int, naive=None, clear: bool |
     for p in range(passes):
         if clear:
             engine._sent_cache.clear()  # new questions need their passages' sentences embedded
-        ask, ret, nv = [], [], []
-        for q in questions:
-            t0 = time.perf_counter()
-            try:
-                a = engine.ask(q)
-            except Exception as exc:  # counted, never hidden
-                errors += 1
-                C.log(f"ask failed: {type(exc).__name__}: {exc}")
-                continue
-            ask.append((time.perf_counter() - t0) * 1000)
+        ret, nv = [], []
+        ask, answers, failed = C.ask_all(engine, questions)
+        errors += failed
+        for a in answers:
             for key, v in a.timings_ms.items():
                 parts.setdefault(key, []).append(v)
         for q in questions:
@@ -168,11 +161,7 @@ def serve_rss(store: str | None, chroma_url: str | None, questions_file: str, li
 
 
 def rss_subprocess(store: Path, questions_file: Path, limit: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--serve-rss", str(store), "--qfile", str(questions_file), "--limit", str(limit)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": proc.stderr[-2000:]}
-    return json.loads(proc.stdout)
+    return C.json_subprocess([sys.executable, __file__, "--serve-rss", str(store), "--qfile", str(questions_file), "--limit", str(limit)])
 
 
 def main(argv=None) -> int:
@@ -187,9 +176,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--server-size", type=int, default=10000, help="also measure this size through a Chroma server (0: skip)")
     ap.add_argument("--out")
-    ap.add_argument("--serve-rss", help=argparse.SUPPRESS)
-    ap.add_argument("--qfile", help=argparse.SUPPRESS)
-    ap.add_argument("--limit", type=int, default=20, help=argparse.SUPPRESS)
+    C.child_mode_args(ap, "--serve-rss", 20)
     args = ap.parse_args(argv)
     if args.serve_rss:
         print(json.dumps(serve_rss(args.serve_rss, None, args.qfile, args.limit)), flush=True)

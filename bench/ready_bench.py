@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -124,11 +123,7 @@ def probe(store: str, qfile: str, limit: int) -> dict:
 
 
 def probe_subprocess(store: Path, qfile: Path, limit: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--probe", str(store), "--qfile", str(qfile), "--limit", str(limit)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": proc.stderr[-2000:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return C.json_subprocess([sys.executable, __file__, "--probe", str(store), "--qfile", str(qfile), "--limit", str(limit)])
 
 
 def cold_ask(store: Path, question: str, reps: int) -> dict:
@@ -145,9 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ask-reps", type=int, default=3)
     ap.add_argument("--keep", help="build the stores in this folder and keep them (reused when present)")
     ap.add_argument("--out")
-    ap.add_argument("--probe", help=argparse.SUPPRESS)
-    ap.add_argument("--qfile", help=argparse.SUPPRESS)
-    ap.add_argument("--limit", type=int, default=40, help=argparse.SUPPRESS)
+    C.child_mode_args(ap, "--probe", 40)
     args = ap.parse_args(argv)
     if args.probe:
         print(json.dumps(probe(args.probe, args.qfile, args.limit)))
@@ -213,9 +206,7 @@ def main(argv=None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    result["load_after"] = C.loadavg()
-    C.emit(result, args.out)
-    return 0
+    return C.finish(result, args.out)
 
 
 if __name__ == "__main__":

@@ -61,13 +61,18 @@ OL: The council raised the harbour budget by 12% in 2021, to £4 million, after 
 """
 
 
-def test_a_panel_question_naming_the_other_guest(tmp_path, embedder):
-    folder = tmp_path / "in"
-    folder.mkdir()
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory, embedder):
+    """An engine over the panel transcript above."""
+    folder = tmp_path_factory.mktemp("panel")
     (folder / "panel.md").write_text(PANEL, encoding="utf-8")
-    s = load_settings(store=tmp_path / "store")
-    assert not ingest([folder], s, embedder=embedder).failed
-    engine = Engine(s)
+    s = load_settings(store=folder / "store")
+    assert not ingest([folder / "panel.md"], s, embedder=embedder).failed
+    return Engine(s)
+
+
+def test_a_panel_question_naming_the_other_guest(panel):
+    engine = panel
     wrong = engine.ask("What did Eva Kask say about the storm and the harbour wall?")
     assert wrong.premise == "speaker" and not wrong.abstained
     assert "not by Eva Kask" in wrong.text
@@ -85,13 +90,8 @@ def test_a_word_that_is_also_a_first_name_is_not_a_speaker():
     assert corpus.speakers_in_question("What did Bill Blair say about the Bill?")[0] == ["Bill Blair"]
 
 
-def test_a_value_the_question_takes_for_granted_that_the_passages_do_not_state(tmp_path, embedder):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "panel.md").write_text(PANEL, encoding="utf-8")
-    s = load_settings(store=tmp_path / "store")
-    assert not ingest([folder], s, embedder=embedder).failed
-    engine = Engine(s)
+def test_a_value_the_question_takes_for_granted_that_the_passages_do_not_state(panel):
+    engine = panel
     a = engine.ask("Why did the council raise the harbour budget by 20% in 2019?")
     assert a.premise == "value" and not a.abstained
     assert a.text.startswith("The passages found do not mention 2019 (the quote gives 2021) or 20% (the quote gives 12%).")
