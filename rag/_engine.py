@@ -362,13 +362,14 @@ class Engine:
         t4 = time.perf_counter()
         top = retrieved[:k]
         # select
-        chosen, evidence = self._select(query, q_vec, top)
+        evidence_vec = self._evidence_vec(query, q_vec)
+        chosen, evidence = self._select(query, q_vec, top, evidence_vec)
         # decide
         abstained = decide(query, evidence, chosen, top, idf=self._idf, vocab=self.index().corpus.words,
                            settings=self.settings.refusal, threshold=self.settings.abstain_threshold)
         notice = premise = ""
         use_llm = (llm if llm is not None else bool(self.settings.llm or self._chat_model)) and not abstained
-        said_by_others = None if use_llm else self._said_by_others(query, top)
+        said_by_others = None if use_llm else self._said_by_others(query, top, evidence_vec)
         if said_by_others is not None:
             text, citations = said_by_others
             abstained, premise = False, "speaker"
@@ -407,15 +408,17 @@ class Engine:
             premise=premise,
         )
 
-    def _said_by_others(self, query: QueryPlan, top: list[Retrieved]) -> tuple[str, list[Citation]] | None:
+    def _said_by_others(self, query: QueryPlan, top: list[Retrieved],
+                        evidence_vec: np.ndarray) -> tuple[str, list[Citation]] | None:
         """A question that names who said something ("What did the interviewer say about X?")
         when the transcripts have someone else saying it: if the named speakers' own words in the
         top passages support it weakly (evidence, as the refusal judges it, under
         ``refusal.premise_named_max``), the best of the other speakers' sentences beats theirs by
-        ``refusal.premise_margin`` and would be answered on its own, the answer says the words are not the named person's and quotes the others',
-        instead of quoting the named person's weaker words (or refusing) as if the question's
-        premise held."""
-        found = self._others_words(query, top)
+        ``refusal.premise_margin`` and would be answered on its own, the answer says the words are
+        not the named person's and quotes the others', instead of quoting the named person's
+        weaker words (or refusing) as if the question's premise held. ``evidence_vec``: the
+        question as the evidence is judged (``_evidence_vec``)."""
+        found = self._others_words(query, top, evidence_vec)
         if found is None:
             return None
         named_evidence, alt, pool, chosen, alt_evidence = found
@@ -430,7 +433,7 @@ class Engine:
             return None
         return f"I found this said by others, not by {_named_in(query)}. {text}", citations
 
-    def _others_words(self, query: QueryPlan, top: list[Retrieved]):
+    def _others_words(self, query: QueryPlan, top: list[Retrieved], vec: np.ndarray):
         """For a question naming a speaker (and asking about something): the evidence of the best
         sentence of the named speakers' own words in the top passages, the plan without the
         names, and the sentences and evidence of other people's words; None when there is
@@ -444,7 +447,6 @@ class Engine:
             # subject); the answer to a question they asked is someone else's words
             return _says(p, query) or (field == "question" and _asked_by(p, query, role_of))
 
-        vec = self._encode([query.evidence_text])[0]
         terms = _answer.question_terms(query.evidence_text)
         n = self.settings.refusal.evidence_passages
         items = [(r.passage, f) for r in top[:n] for f in _answer.FIELDS]
@@ -461,16 +463,25 @@ class Engine:
         named_evidence = self._evidence(vec, terms, theirs) if theirs else 0.0
         return named_evidence, alt, top, chosen, alt_evidence
 
-    def _select(self, query: QueryPlan, q_vec: np.ndarray, top: list[Retrieved]) -> tuple[list[_answer.Sentence], float]:
-        """The sentences to quote from the top passages, and how well the best supports an answer."""
-        pool, evidence_vec = top, q_vec
+    def _evidence_vec(self, query: QueryPlan, q_vec: np.ndarray) -> np.ndarray:
+        """The vector the evidence is judged against: the question's, or for a question naming a
+        speaker ("What did Hopkins say about X?"), the question without the name (a passage
+        mentioning Hopkins is not thereby about X)."""
+        if query.refers and query.evidence_text != query.embed_text:
+            return self._encode([query.evidence_text])[0]
+        return q_vec
+
+    def _select(self, query: QueryPlan, q_vec: np.ndarray, top: list[Retrieved],
+                evidence_vec: np.ndarray | None = None) -> tuple[list[_answer.Sentence], float]:
+        """The sentences to quote from the top passages, and how well the best supports an answer
+        (judged against ``evidence_vec``, by default ``_evidence_vec``)."""
+        pool = top
+        if evidence_vec is None:
+            evidence_vec = self._evidence_vec(query, q_vec)
         role_of = self.index().role_of
         if query.refers:
-            # "What did Hopkins say about X?": quote the named speaker's passages, and judge the
-            # evidence without the name (a passage mentioning Hopkins is not thereby about X)
+            # "What did Hopkins say about X?": quote the named speaker's passages
             pool = [r for r in top if _refers_to(r.passage, query, role_of)] or top
-            if query.evidence_text != query.embed_text:
-                evidence_vec = self._encode([query.evidence_text])[0]
 
         def named(p: Passage, field: str) -> bool:
             return _asked_by(p, query, role_of) if field == "question" else _says(p, query)

@@ -48,8 +48,8 @@ def _load(path: Path) -> list[dict]:
 def probe(engine: Engine, question: str) -> dict:
     """The gap and whether the others' answer stands, for one question (no others' words among
     the top passages: never corrected)."""
-    query, _, retrieved = engine.retrieve(question, k=engine.settings.k)
-    found = engine._others_words(query, retrieved[: engine.settings.k])
+    query, q_vec, retrieved = engine.retrieve(question, k=engine.settings.k)
+    found = engine._others_words(query, retrieved[: engine.settings.k], engine._evidence_vec(query, q_vec))
     if found is None:
         return {"named": 1.0, "alt": 0.0, "stands": False}
     named, alt, pool, chosen, alt_evidence = found
