@@ -9,15 +9,14 @@ for any folder it cannot reproduce exactly, so callers can fall back to sentence
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import nn
+
+from ._light import batch_ids, plain_bert_folder
 
 
 class _Layer(nn.Module):
@@ -87,10 +86,6 @@ def linear_weights_to_bf16(model: nn.Module) -> None:
             module.to(torch.bfloat16)
 
 
-def _json(path: Path):
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 class BertEncoder:
     """Mean-pooled, L2-normalised BERT sentence vectors, the same as sentence-transformers gives."""
 
@@ -103,26 +98,11 @@ class BertEncoder:
     @classmethod
     def load(cls, path: str, *, bf16: bool = False) -> BertEncoder | None:
         """None when the folder is not a plain BERT sentence-transformers model we can run."""
-        root = Path(path)
         try:
-            specs = _json(root / "modules.json")
-            kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in specs]
-            if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            found = plain_bert_folder(path)
+            if found is None:
                 return None
-            pooling = _json(root / specs[1]["path"] / "config.json")
-            # legacy pooling_mode_* booleans, or the newer single "pooling_mode" key ("mean" / ["mean"])
-            modes = pooling.get("pooling_mode") or [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v]
-            if modes not in ("mean", ["mean"], ["pooling_mode_mean_tokens"]):
-                return None
-            folder = root / specs[0].get("path", "")
-            cfg = _json(folder / "config.json")
-            if (cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu"
-                    or cfg.get("position_embedding_type", "absolute") != "absolute"):
-                return None
-            if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
-                return None
-            st_cfg = _json(folder / "sentence_bert_config.json") if (folder / "sentence_bert_config.json").is_file() else {}
-            max_len = int(st_cfg.get("max_seq_length") or min(512, cfg["max_position_embeddings"]))
+            folder, cfg, st_cfg, max_len = found
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
             model = _Bert(cfg)
             weights = {k.removeprefix("bert."): v for k, v in load_file(str(folder / "model.safetensors")).items()}
@@ -147,17 +127,10 @@ class BertEncoder:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         pooled: list[list[np.ndarray | None]] = []
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
-            for start in range(0, len(texts), batch_size):
-                batch = [t.lower() if self._lowercase else t for t in texts[start:start + batch_size]]
-                encodings = self.tokenizer.encode_batch(batch)
-                lengths = torch.tensor([len(e.ids) for e in encodings])
-                ids = torch.zeros((len(encodings), int(lengths.max())), dtype=torch.long)
-                for row, e in zip(ids, encodings):
-                    row[:len(e.ids)] = torch.tensor(e.ids)
-                keep = torch.arange(ids.shape[1]) < lengths[:, None]
+            for start, encodings, ids, keep in self._batches(texts, batch_size):
                 x = self.model.states(ids, keep).float()
                 w = keep.unsqueeze(-1).to(torch.float32)
-                out[start:start + len(batch)] = F.normalize((x * w).sum(1) / w.sum(1).clamp(min=1e-9), dim=-1).numpy()
+                out[start:start + len(encodings)] = F.normalize((x * w).sum(1) / w.sum(1).clamp(min=1e-9), dim=-1).numpy()
                 states = x.numpy()
                 for row, e in enumerate(encodings):
                     offs = np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)
@@ -177,14 +150,14 @@ class BertEncoder:
         """Unit-normalised float32 vectors (n, dimension), in the order given; each batch padded to its longest."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
-            for start in range(0, len(texts), batch_size):
-                batch = [t.lower() if self._lowercase else t for t in texts[start:start + batch_size]]
-                encodings = self.tokenizer.encode_batch(batch)
-                lengths = torch.tensor([len(e.ids) for e in encodings])
-                ids = torch.zeros((len(encodings), int(lengths.max())), dtype=torch.long)  # pad id irrelevant: masked
-                for row, e in zip(ids, encodings):
-                    row[:len(e.ids)] = torch.tensor(e.ids)
-                keep = torch.arange(ids.shape[1]) < lengths[:, None]
+            for start, encodings, ids, keep in self._batches(texts, batch_size):
                 pooled = self.model(ids, keep)
-                out[start:start + len(batch)] = F.normalize(pooled.float(), dim=-1).numpy()
+                out[start:start + len(encodings)] = F.normalize(pooled.float(), dim=-1).numpy()
         return out
+
+    def _batches(self, texts: list[str], batch_size: int):
+        """(start, encodings, ids, keep) per batch of ``texts``, each padded to its longest
+        (``rag._light.batch_ids``, as torch tensors)."""
+        for start in range(0, len(texts), batch_size):
+            encodings, ids, keep = batch_ids(self.tokenizer, texts[start:start + batch_size], self._lowercase)
+            yield start, encodings, torch.from_numpy(ids), torch.from_numpy(keep)

@@ -29,6 +29,51 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
+def plain_bert_folder(path: str):
+    """(model folder, its config.json, sentence_bert_config.json or {}, max sequence length) of a
+    plain BERT sentence-transformers model (Transformer -> mean Pooling -> optional Normalize,
+    safetensors weights, a tokenizer.json), the kind this module and ``rag._bert`` can run; None
+    for anything else. Raises on malformed files (callers treat that as None too)."""
+    import json
+    from pathlib import Path
+
+    def read(p: Path):
+        return json.loads(p.read_text(encoding="utf-8"))
+
+    root = Path(path)
+    specs = read(root / "modules.json")
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in specs]
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        return None
+    pooling = read(root / specs[1]["path"] / "config.json")
+    # legacy pooling_mode_* booleans, or the newer single "pooling_mode" key ("mean" / ["mean"])
+    modes = pooling.get("pooling_mode") or [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v]
+    if modes not in ("mean", ["mean"], ["pooling_mode_mean_tokens"]):
+        return None
+    folder = root / specs[0].get("path", "")
+    cfg = read(folder / "config.json")
+    if (cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu"
+            or cfg.get("position_embedding_type", "absolute") != "absolute"):
+        return None
+    if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
+        return None
+    st_cfg = read(folder / "sentence_bert_config.json") if (folder / "sentence_bert_config.json").is_file() else {}
+    max_len = int(st_cfg.get("max_seq_length") or min(512, cfg["max_position_embeddings"]))
+    return folder, cfg, st_cfg, max_len
+
+
+def batch_ids(tokenizer, texts: list[str], lowercase: bool):
+    """Tokenize a batch: (encodings, ids (n, longest) int64 padded with 0, keep (n, longest) bool:
+    the real tokens). The pad id does not matter: padding is masked."""
+    encodings = tokenizer.encode_batch([t.lower() if lowercase else t for t in texts])
+    lengths = np.array([len(e.ids) for e in encodings])
+    ids = np.zeros((len(encodings), int(lengths.max())), dtype=np.int64)
+    for row, e in zip(ids, encodings):
+        row[: len(e.ids)] = e.ids
+    keep = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+    return encodings, ids, keep
+
+
 class LightEncoder:
     """Mean-pooled, L2-normalised BERT sentence vectors in numpy (float32)."""
 
@@ -43,34 +88,15 @@ class LightEncoder:
 
     @classmethod
     def load(cls, path: str) -> "LightEncoder | None":
-        """None when the folder is not a plain BERT sentence-transformers model (see rag._bert)."""
-        import json
-        from pathlib import Path
-
+        """None when the folder is not a plain BERT sentence-transformers model (``plain_bert_folder``)."""
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
-        root = Path(path)
-
-        def read(p: Path):
-            return json.loads(p.read_text(encoding="utf-8"))
-
         try:
-            specs = read(root / "modules.json")
-            kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in specs]
-            if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            found = plain_bert_folder(path)
+            if found is None:
                 return None
-            pooling = read(root / specs[1]["path"] / "config.json")
-            modes = pooling.get("pooling_mode") or [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v]
-            if modes not in ("mean", ["mean"], ["pooling_mode_mean_tokens"]):
-                return None
-            folder = root / specs[0].get("path", "")
-            cfg = read(folder / "config.json")
-            if (cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu"
-                    or cfg.get("position_embedding_type", "absolute") != "absolute"):
-                return None
-            st_cfg = read(folder / "sentence_bert_config.json") if (folder / "sentence_bert_config.json").is_file() else {}
-            max_len = int(st_cfg.get("max_seq_length") or min(512, cfg["max_position_embeddings"]))
+            folder, cfg, st_cfg, max_len = found
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
             raw = load_file(str(folder / "model.safetensors"))
             weights = {k.removeprefix("bert."): np.ascontiguousarray(v, dtype=np.float32) for k, v in raw.items()}
@@ -107,15 +133,9 @@ class LightEncoder:
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
-            batch = [t.lower() if self._lowercase else t for t in texts[start:start + batch_size]]
-            enc = self.tokenizer.encode_batch(batch)
-            lengths = np.array([len(e.ids) for e in enc])
-            ids = np.zeros((len(enc), int(lengths.max())), dtype=np.int64)
-            for row, e in zip(ids, enc):
-                row[: len(e.ids)] = e.ids
-            keep = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+            _, ids, keep = batch_ids(self.tokenizer, texts[start:start + batch_size], self._lowercase)
             pooled = self._forward(ids, keep)
-            out[start:start + len(batch)] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            out[start:start + len(ids)] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return out
 
     def _forward(self, ids: np.ndarray, keep: np.ndarray) -> np.ndarray:
