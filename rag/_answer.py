@@ -406,7 +406,7 @@ _SCALE = {"k": "thousand", "m": "million", "bn": "billion"}
 
 def values_in(text: str) -> dict[str, set[str]]:
     """The years, percentages and amounts of money a text states, by kind, in one spelling
-    ("20%" and "20 per cent" are "20"; "$5m" and "$5 million" are "$5 million")."""
+    ("20%" and "20 per cent" are "20%"; "$5m" and "$5 million" are "$5 million")."""
     out: dict[str, set[str]] = {}
     for kind, pattern in _VALUE_SHAPES.items():
         for m in pattern.finditer(text):

@@ -661,7 +661,7 @@ def plan(question: str, history: list[HistoryTurn], corpus: Corpus, filters: dic
     draft = QueryPlan(question=question, text=res.text, embed_text=topic_text, lexical_text=res.text,
                       evidence_text=topic_text, filters=filters, speakers=speakers, kinds=kinds, roles=roles,
                       scope=found_scope, answer_type=answer_type(res.text), followup=res.followup,
-                     parts=question_parts(res.text))
+                      parts=question_parts(res.text))
     if title_neutral:
         draft.lexical_text = corpus.lexical_text(res.text, speakers)
     if draft.refers:
