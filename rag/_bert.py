@@ -102,22 +102,17 @@ class BertEncoder:
             found = plain_bert_folder(path)
             if found is None:
                 return None
-            folder, cfg, st_cfg, max_len = found
-            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            folder, cfg, max_len, lowercase, tokenizer = found
             model = _Bert(cfg)
             weights = {k.removeprefix("bert."): v for k, v in load_file(str(folder / "model.safetensors")).items()}
             weights = {k: v for k, v in weights.items() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
             model.load_state_dict(weights)  # strict: any missing/unexpected/mis-shaped key -> unsupported
         except Exception:  # missing/malformed files, odd configs, weight mismatches (tokenizers raises bare Exception)
             return None
-        # The stored tokenizer.json truncates at 128 and pads to a fixed length: use max_seq_length
-        # (special tokens included, like sentence-transformers) and pad each batch ourselves.
-        tokenizer.enable_truncation(max_length=max_len)
-        tokenizer.no_padding()
         model.eval().requires_grad_(False)
         if bf16:
             linear_weights_to_bf16(model)
-        return cls(model, tokenizer, max_len, cfg["hidden_size"], bool(st_cfg.get("do_lower_case")), bf16)
+        return cls(model, tokenizer, max_len, cfg["hidden_size"], lowercase, bf16)
 
     def encode_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], batch_size: int = 32
                      ) -> tuple[np.ndarray, list[list[np.ndarray | None]]]:

@@ -30,12 +30,17 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
 
 
 def plain_bert_folder(path: str):
-    """(model folder, its config.json, sentence_bert_config.json or {}, max sequence length) of a
+    """(model folder, its config.json, max sequence length, lower-case the input?, tokenizer) of a
     plain BERT sentence-transformers model (Transformer -> mean Pooling -> optional Normalize,
     safetensors weights, a tokenizer.json), the kind this module and ``rag._bert`` can run; None
-    for anything else. Raises on malformed files (callers treat that as None too)."""
+    for anything else. Raises on malformed files (callers treat that as None too). The stored
+    tokenizer.json truncates at 128 and pads to a fixed length: the tokenizer returned truncates
+    at max_seq_length (special tokens included, like sentence-transformers) and does not pad (each
+    batch is padded to its longest by ``batch_ids``)."""
     import json
     from pathlib import Path
+
+    from tokenizers import Tokenizer
 
     def read(p: Path):
         return json.loads(p.read_text(encoding="utf-8"))
@@ -59,7 +64,10 @@ def plain_bert_folder(path: str):
         return None
     st_cfg = read(folder / "sentence_bert_config.json") if (folder / "sentence_bert_config.json").is_file() else {}
     max_len = int(st_cfg.get("max_seq_length") or min(512, cfg["max_position_embeddings"]))
-    return folder, cfg, st_cfg, max_len
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=max_len)
+    tokenizer.no_padding()
+    return folder, cfg, max_len, bool(st_cfg.get("do_lower_case")), tokenizer
 
 
 def batch_ids(tokenizer, texts: list[str], lowercase: bool):
@@ -90,14 +98,12 @@ class LightEncoder:
     def load(cls, path: str) -> "LightEncoder | None":
         """None when the folder is not a plain BERT sentence-transformers model (``plain_bert_folder``)."""
         from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
 
         try:
             found = plain_bert_folder(path)
             if found is None:
                 return None
-            folder, cfg, st_cfg, max_len = found
-            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            folder, cfg, max_len, lowercase, tokenizer = found
             raw = load_file(str(folder / "model.safetensors"))
             weights = {k.removeprefix("bert."): np.ascontiguousarray(v, dtype=np.float32) for k, v in raw.items()}
             need = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
@@ -112,13 +118,11 @@ class LightEncoder:
                 return None
         except Exception:  # missing/malformed files, odd configs (tokenizers raises bare Exception)
             return None
-        tokenizer.enable_truncation(max_length=max_len)
-        tokenizer.no_padding()
         # the Linear weights transposed once: x @ W.T without a copy per call
         for k in list(weights):
             if k.endswith(".weight") and weights[k].ndim == 2 and "embeddings" not in k:
                 weights[k] = np.ascontiguousarray(weights[k].T)
-        return cls(weights, cfg, tokenizer, max_len, bool(st_cfg.get("do_lower_case")))
+        return cls(weights, cfg, tokenizer, max_len, lowercase)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Unit vectors (n, dimension), float32. BLAS runs on one thread here: for a few short
