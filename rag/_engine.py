@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import _answer, _derived
+from . import _answer, _derived, _snapshot
 from ._decide import decide
 from ._embed import Embedder
 from ._errors import StoreMissingError, StoreUnavailableError
@@ -27,7 +27,7 @@ from ._rank import Candidates, weight_vector
 from ._query import HistoryTurn, QueryPlan, plan
 from ._retrieve import Index, candidates, rank, to_retrieved, top_indices
 from ._settings import Settings
-from ._store import Store, TranscriptInfo
+from ._store import Store, TranscriptInfo, collection_names
 
 REFUSAL = _answer.REFUSAL
 SENTENCES_NOW = 3000  # warm() embeds every sentence of a corpus up to this many passages before returning
@@ -97,24 +97,13 @@ class Engine:
     def _load(self, fingerprint: str) -> None:
         if self._index is not None:
             self.store.reopen()  # the store changed, perhaps by another process
-        for attempt in range(5):
-            manifest = self.store.manifest()
-            # float16 in memory: half the size, and cosines within ~1e-3 of float32 (the fusion
-            # and the filtered search use them; Chroma's HNSW search keeps float32)
-            passages, vectors = self.store.all_passages(with_vectors=True, manifest=manifest, vector_dtype=np.float16)
-            counts: dict[str, int] = {}
-            for p in passages:
-                counts[p.transcript] = counts.get(p.transcript, 0) + 1
-            if all(counts.get(t, 0) == info.n_passages for t, info in manifest.items()):
-                break  # every transcript whole, in the version the manifest names
-            time.sleep(0.05 * (attempt + 1))  # caught between another ingest's writes: read again
-        speakers = [s for info in manifest.values() for s in info.speakers]
-        self._index = Index(passages, speakers, {t: i.version for t, i in manifest.items()}, fingerprint, vectors)
-        self._manifest = manifest
+        view = load_view(self.store, self.settings, fingerprint)
+        self._index = view.index
+        self._manifest = view.manifest
         with self._cache_lock:
             self._sent_cache.clear()
-        self._idf = _idf(passages)
-        del passages, vectors
+        self._idf = view.idf
+        del view
         _release_freed_memory()
         if self._fill_limits:
             self._prefill(self._index, wait=False)  # a question is waiting for this reload
@@ -523,8 +512,9 @@ class Engine:
 
     def passages(self, transcript: str | None = None) -> list[Passage]:
         """The indexed passages (of one transcript), in store order."""
-        ps = self.index().passages
-        return list(ps) if transcript is None else [p for p in ps if p.transcript == transcript]
+        index = self.index()
+        ps = index.passages
+        return list(ps) if transcript is None else [ps[int(i)] for i in index.transcript_rows(transcript)]
 
     def passage(self, chunk_id: str) -> Passage | None:
         """The indexed passage with this id, or None."""
@@ -538,13 +528,19 @@ class Engine:
 
     def speakers(self, transcript: str | None = None) -> list[str]:
         """Everyone who answers or asks in the indexed passages (of one transcript), by name."""
-        names = {s for p in self.passages(transcript) for s in (p.speaker, p.question_speaker) if s}
+        if transcript is None:  # (the speaker filter's values: no passage is read)
+            names = set(self.index().filter_values("speaker"))
+        else:
+            names = {s for p in self.passages(transcript) for s in (p.speaker, p.question_speaker) if s}
         return sorted(names, key=str.lower)
 
     def roles(self, transcript: str | None = None) -> list[str]:
         """The speaker roles present (interviewer, interviewee, other) in the store or one transcript."""
         infos = self.transcripts()
-        roles = {p.role for p in self.passages(transcript) if p.role}
+        if transcript is None:  # (the role filter's values, which hold the askers' roles too: no passage is read)
+            roles = set(self.index().filter_values("role"))
+        else:
+            roles = {p.role for p in self.passages(transcript) if p.role}
         roles |= {sp.role for t, info in infos.items() if transcript in (None, t) for sp in info.speakers if sp.role}
         return sorted(roles)
 
@@ -640,7 +636,48 @@ def _history_turn(a: Answer) -> HistoryTurn:
     return HistoryTurn(question=a.resolved_question or a.question, filters=dict(a.filters), speaker=speaker, speakers=list(a.speakers))
 
 
-def _idf(passages: list[Passage]) -> dict[str, float]:
+def load_view(store: Store, settings: Settings, fingerprint: str) -> _snapshot.View:
+    """The store's view at ``fingerprint``: read from its snapshot (rag/_snapshot.py) when there
+    is one, else built from the store, and then written as the snapshot for later processes
+    (``settings.snapshot``; not for a read-only store)."""
+    collection = collection_names(settings.model)[0]
+    if settings.snapshot:
+        view = _snapshot.read(settings, collection, fingerprint)
+        if view is not None:
+            return view
+    view, whole = build_view(store, fingerprint)
+    # written only when what was read is the store at ``fingerprint``: every transcript whole,
+    # and no other process's ingest between the fingerprint and the end of the reads
+    if settings.snapshot and whole and store.fingerprint() == fingerprint:
+        try:
+            _snapshot.write(settings, collection, view)
+        except OSError:  # no room, or no rights: this process has its view; the next one tries again
+            pass
+    return view
+
+
+def build_view(store: Store, fingerprint: str) -> tuple[_snapshot.View, bool]:
+    """The view built from the store's records (every passage with its vector, the BM25
+    indexes, the idf table), and whether every transcript was read whole."""
+    whole = False
+    for attempt in range(5):
+        manifest = store.manifest()
+        # float16 in memory: half the size, and cosines within ~1e-3 of float32 (the fusion
+        # and the filtered search use them; Chroma's HNSW search keeps float32)
+        passages, vectors = store.all_passages(with_vectors=True, manifest=manifest, vector_dtype=np.float16)
+        counts: dict[str, int] = {}
+        for p in passages:
+            counts[p.transcript] = counts.get(p.transcript, 0) + 1
+        if all(counts.get(t, 0) == info.n_passages for t, info in manifest.items()):
+            whole = True
+            break  # every transcript whole, in the version the manifest names
+        time.sleep(0.05 * (attempt + 1))  # caught between another ingest's writes: read again
+    speakers = [s for info in manifest.values() for s in info.speakers]
+    index = Index(passages, speakers, {t: i.version for t, i in manifest.items()}, fingerprint, vectors)
+    return _snapshot.View(index, _idf(passages), manifest), whole
+
+
+def _idf(passages: Sequence[Passage]) -> dict[str, float]:
     """Inverse document frequency of content words over passages (question + answer)."""
     df: dict[str, int] = {}
     for p in passages:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from . import _derived
+from . import _derived, _snapshot
 from ._chunk import chunk_transcript
 from ._embed import Embedder
-from ._errors import StoreError, TranscriptError
+from ._errors import StoreError, StoreUnavailableError, TranscriptError
 from ._parse import SUFFIXES, parse_bytes, transcript_id_for
 from ._records import Passage, Transcript
 from ._settings import Settings
-from ._store import Store
+from ._store import Store, collection_names
 
 _WRITE_GROUP = 1000  # passages per write: files are written together up to about this many
 _SOURCES = "sources.json"  # in the store folder: transcript id -> absolute path of the file it came from
@@ -430,7 +430,30 @@ def ingest(
                     if on_file:
                         on_file(r)
         sources.save()
+        writing.close()  # every write is done: a kill from here on leaves nothing to recover
+        _write_snapshot(store, settings, notes)
     return IngestReport(results, notes)
+
+
+def _write_snapshot(store: Store, settings: Settings, notes: list[str]) -> None:
+    """The snapshot of what questions need (rag/_snapshot.py) for the store as this ingest left
+    it, so that no process that opens the store builds it. Nothing to do when it is there (an
+    unchanged corpus); built from the store's records otherwise, whole: adding one transcript
+    rebuilds it all (docs/BENCHMARKS.md section 9 gives the cost)."""
+    if not settings.snapshot:
+        return
+    from ._engine import load_view
+
+    fingerprint = store.fingerprint()
+    if _snapshot.ready(settings, collection_names(settings.model)[0], fingerprint):
+        return
+    try:
+        load_view(store, settings, fingerprint)
+    except StoreUnavailableError:
+        raise
+    except Exception as exc:  # the passages are stored: the first process that opens the store builds it instead
+        notes.append(f"the query snapshot was not written ({type(exc).__name__}: {exc}); the first process "
+                     "that opens the store builds it")
 
 
 def _ingest_sentences(embedder: Embedder, settings: Settings, passages: list[Passage],

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ._records import Passage, Speaker
 from ._text import STOPWORDS, content_words, fold, words
@@ -114,13 +114,8 @@ class Corpus:
         for sp in speakers:
             self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
         self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
-        self.speakers = _speaker_entries(speakers)
-        self._passages = passages
-        self._as_word: dict[str, bool] = {}
-        self._by_word: dict[str, list[SpeakerEntry]] = {}  # a name or title word -> its speakers
-        for e in self.speakers:
-            for w in e.names | e.titles:
-                self._by_word.setdefault(w, []).append(e)
+        self._init_speakers(speakers)
+        self._texts: Callable[[], Iterable[str]] = lambda: (p.text for p in passages)
         # transcripts by what names them: title, file name, and the people interviewed in them
         self.titles: dict[str, str] = {}
         self.people: dict[str, set[str]] = {}  # speaker name -> transcripts they speak in
@@ -130,12 +125,30 @@ class Corpus:
             if p.speaker:
                 self.people.setdefault(p.speaker, set()).add(p.transcript)
 
+    @classmethod
+    def restored(cls, speakers: list[Speaker], *, words: set[str], titles: dict[str, str], people: dict[str, set[str]],
+                 texts: Callable[[], Iterable[str]]) -> "Corpus":
+        """A Corpus from what ``__init__`` computed, read back (rag/_snapshot.py); ``texts``:
+        every passage's answer text, in order, when asked for."""
+        self = cls.__new__(cls)
+        self.words, self.titles, self.people, self._texts = words, titles, people, texts
+        self._init_speakers(speakers)
+        return self
+
+    def _init_speakers(self, speakers: list[Speaker]) -> None:
+        self.speakers = _speaker_entries(speakers)
+        self._as_word: dict[str, bool] = {}
+        self._by_word: dict[str, list[SpeakerEntry]] = {}  # a name or title word -> its speakers
+        for e in self.speakers:
+            for w in e.names | e.titles:
+                self._by_word.setdefault(w, []).append(e)
+
     def _used_as_word(self, word: str) -> bool:
         """Do the transcripts' answers write ``word`` in lower case anywhere (looked up once per
         word)?"""
         if word not in self._as_word:
             pattern = re.compile(rf"(?<![\w'’-]){re.escape(word)}(?![\w'’-])")
-            self._as_word[word] = any(pattern.search(p.text) for p in self._passages)
+            self._as_word[word] = any(pattern.search(t) for t in self._texts())
         return self._as_word[word]
 
     def match_speakers(self, name: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class Index:
         self.fingerprint = fingerprint
         self.versions = versions
         self.by_chunk = {p.chunk_id: i for i, p in enumerate(passages)}
-        self.base_of = [re.sub(r"/p\d+$", "", p.chunk_id) for p in passages]
+        self.base_of = [_base(p.chunk_id) for p in passages]
         # who spoke and who asked are searchable with what was said and asked
         corpus = [
             stem_tokens(f"{p.speaker}\n{p.question_speaker}\n{p.question}\n{p.text}") or ["_empty_"]
@@ -82,8 +82,42 @@ class Index:
                     groups.setdefault(role_of[asker], []).append(i)
             self._rows[key] = {v: np.asarray(ix, dtype=np.int64) for v, ix in groups.items()}
 
+    @classmethod
+    def restored(cls, passages: Sequence[Passage], speakers: list[Speaker], versions: dict[str, str], fingerprint: str,
+                 vectors: np.ndarray | None, *, bm25: Any, bm25_answer: Any, n_words: Sequence[int], vocab: set[str],
+                 corpus: Corpus, rows: dict[str, dict[str, np.ndarray]], chunk_ids: Sequence[str]) -> "Index":
+        """An Index from what ``__init__`` computed, read back (rag/_snapshot.py) instead of
+        computed again."""
+        self = cls.__new__(cls)
+        self.passages = passages
+        self.vectors = vectors
+        self.fingerprint = fingerprint
+        self.versions = versions
+        self.by_chunk = {c: i for i, c in enumerate(chunk_ids)}
+        self.base_of = _BaseOf(chunk_ids)
+        if bm25 is None:  # no passages
+            import bm25s
+
+            bm25, bm25_answer = bm25s.BM25(k1=1.2, b=0.75), bm25s.BM25(k1=1.2, b=0.75)
+        self.bm25, self.bm25_answer = bm25, bm25_answer
+        self.n_words = n_words
+        self.vocab = vocab
+        self.corpus = corpus
+        self.role_of = {sp.name: sp.role for sp in speakers if sp.role}
+        self._rows = rows
+        return self
+
     def __len__(self) -> int:
         return len(self.passages)
+
+    def filter_values(self, key: str) -> list[str]:
+        """The values a filter can match (not empty): for "speaker", everyone who answers or
+        asks; for "role", the roles of those who answer and of those who ask."""
+        return [v for v in self._rows[key] if v]
+
+    def transcript_rows(self, transcript: str) -> np.ndarray:
+        """The rows of one transcript's passages, in order."""
+        return self._rows["transcript"].get(transcript, np.zeros(0, dtype=np.int64))
 
     def similarities(self, q_vec: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """Cosine of the question with the stored vectors (of ``rows``, or all), as float32;
@@ -163,6 +197,24 @@ class Index:
         if not clauses:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _base(chunk_id: str) -> str:
+    """The answer a passage is part of: its chunk id without the part (``/p2``)."""
+    return re.sub(r"/p\d+$", "", chunk_id)
+
+
+class _BaseOf:
+    """``Index.base_of`` of a restored index, computed per passage when asked."""
+
+    def __init__(self, chunk_ids: Sequence[str]) -> None:
+        self._ids = chunk_ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i: int) -> str:
+        return _base(self._ids[i])
 
 
 # ---------------------------------------------------------------------------- search

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     sentence_vectors: Literal["pooled", "encoded"] = Field(
         "encoded", description="How ingest makes the sentence vectors answers are scored with: 'encoded' (each sentence "
         "embedded on its own) or 'pooled' (the mean of the passage's own token vectors over the sentence: no second encoding).")
+    snapshot: bool = Field(
+        True, description="Keep what questions need from the passages (BM25 indexes, vectors, speakers, idf) in a snapshot "
+        "written at ingest and read by every process that opens the store, instead of rebuilding it from Chroma each time "
+        "(rag/_snapshot.py).")
+    cache_dir: Path | None = Field(
+        None, description="Server mode: local folder for the snapshot of a Chroma server's store (default ~/.cache/rag).")
     abstain_threshold: float = Field(
         0.35, description="Evidence floor: answers whose best evidence scores below this are abstained on (docs/EVALUATION.md, Refusal)."
     )

@@ -182,7 +182,8 @@ class Store:
         """A read-only store is read from a private copy. Embedded Chroma opens its database for
         writing even to read (chromadb 1.5 has no read-only client: docs/RELIABILITY.md), so the
         folder is copied to a temporary one, once per Store, removed when the process ends; the
-        original is never written. Refused, with the reason, when the copy would not fit."""
+        original is never written (its query snapshots, rag/_snapshot.py, are read where they are,
+        not copied). Refused, with the reason, when the copy would not fit."""
         import atexit
         import shutil
         import tempfile
@@ -198,7 +199,7 @@ class Store:
                              "Make the folder writable for this user, or set TMPDIR to a folder with room for the copy.")
         copy = Path(tempfile.mkdtemp(prefix="rag-read-only-"))
         atexit.register(shutil.rmtree, copy, True)
-        shutil.copytree(self.settings.store, copy / "store", ignore=shutil.ignore_patterns("ingest.lock", "conversations"))
+        shutil.copytree(self.settings.store, copy / "store", ignore=shutil.ignore_patterns("ingest.lock", "conversations", "snapshots"))
         for f in [copy / "store", *(copy / "store").rglob("*")]:  # the copy is ours to open for writing
             f.chmod(f.stat().st_mode | (0o700 if f.is_dir() else 0o600))
         self.read_only_copy = copy / "store"

@@ -1,0 +1,310 @@
+"""The query-time snapshot (rag/_snapshot.py): written at ingest, read by every later process
+instead of rebuilding the view from Chroma, with the very same answers; never used when it does
+not match the store; never unpickled; a SIGKILL while it is written leaves the store usable."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag import Engine, ingest, load_settings
+from rag import _snapshot
+from rag._engine import _idf
+from rag._store import Store, collection_names
+
+from conftest import CORPUS, DEV, ROOT, SEED
+
+HEARING = DEV / "transcripts" / "education_10.txt"  # the smallest development hearing: many speakers
+
+QUESTIONS = [
+    ("What can we learn from Bangladesh?", None),
+    ("What did Amar Shah say about quality improvement?", None),
+    ("What did the interviewer ask about the NHS?", None),
+    ("Who is Amar Shah?", None),
+    ("What did he say about France?", None),
+    ("What about the waiting lists?", {"speaker": "Amar Shah"}),
+    ("What is the role of leadership?", {"role": "interviewee"}),
+    ("What did the minister say about teachers' pay?", None),
+    ("What about schools?", {"transcript": "education_10.txt"}),
+]
+
+
+def _snapshots(settings) -> list[Path]:
+    base = _snapshot.folder(settings)
+    return sorted(base.iterdir()) if base.is_dir() else []
+
+
+def _answers(engine: Engine) -> list[tuple]:
+    out = []
+    for q, filters in QUESTIONS:
+        a = engine.ask(q, filters=filters)
+        out.append((q, a.text, a.abstained, [(r.passage.chunk_id, round(r.score, 6)) for r in a.retrieved],
+                    [(c.passage.chunk_id, c.quote, c.speaker) for c in a.citations]))
+    # a follow-up, with the first answer as history
+    first = engine.ask(QUESTIONS[0][0])
+    a = engine.ask("And Uganda?", history=[first])
+    out.append(("follow-up", a.text, [r.passage.chunk_id for r in a.retrieved]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_stores(tmp_path_factory, embedder):
+    """The demo corpus and a committee hearing, ingested (so with its snapshot), and the same
+    store's settings with the snapshot switched off."""
+    src = tmp_path_factory.mktemp("in")
+    shutil.copytree(CORPUS, src / "corpus")
+    shutil.copy(HEARING, src / HEARING.name)
+    s = load_settings(store=tmp_path_factory.mktemp("snap") / "store")
+    report = ingest([src], s, embedder=embedder)
+    assert not report.failed, report.failed
+    return s, s.model_copy(update={"snapshot": False})
+
+
+def test_ingest_writes_the_snapshot_and_a_fresh_engine_reads_it(two_stores, embedder, monkeypatch):
+    s, _ = two_stores
+    snaps = _snapshots(s)
+    fp = Store(s).fingerprint()
+    assert [p.name for p in snaps] == [f"{collection_names(s.model)[0]}-{fp}"]
+
+    def no_reading(*a, **k):
+        raise AssertionError("the view was built from Chroma although the snapshot is there")
+
+    monkeypatch.setattr(Store, "all_passages", no_reading)
+    e = Engine(s, embedder=embedder)
+    assert isinstance(e.index().passages, _snapshot.PassageTable)
+    a = e.ask(QUESTIONS[0][0])
+    assert not a.abstained and "Bangladesh" in a.citations[0].quote
+
+
+def test_same_view_and_same_answers_with_and_without_the_snapshot(two_stores, embedder):
+    s, off = two_stores
+    built, restored = Engine(off, embedder=embedder), Engine(s, embedder=embedder)
+    b, r = built.index(), restored.index()
+    assert isinstance(r.passages, _snapshot.PassageTable) and isinstance(b.passages, list)
+    # every part of the view
+    assert list(r.passages) == b.passages
+    assert r.passages[-1] == b.passages[-1] and r.passages[1:3] == b.passages[1:3]
+    assert np.array_equal(np.asarray(r.vectors), b.vectors) and r.vectors.dtype == b.vectors.dtype
+    assert r.by_chunk == b.by_chunk and [r.base_of[i] for i in range(len(b))] == b.base_of
+    assert list(r.n_words) == b.n_words and r.vocab == b.vocab and r.versions == b.versions
+    assert r.role_of == b.role_of and r.fingerprint == b.fingerprint
+    assert {k: {v: list(rows) for v, rows in g.items()} for k, g in r._rows.items()} == \
+        {k: {v: list(rows) for v, rows in g.items()} for k, g in b._rows.items()}
+    assert r.corpus.words == b.corpus.words and r.corpus.titles == b.corpus.titles and r.corpus.people == b.corpus.people
+    assert r.corpus.speakers == b.corpus.speakers and r.corpus._by_word == b.corpus._by_word
+    assert list(r.corpus._texts()) == list(b.corpus._texts())
+    assert restored._idf == built._idf == _idf(b.passages)
+    assert restored._manifest == built._manifest
+    for tokens in (["bangladesh"], ["nhs", "qualiti", "improv"], ["learn", "countri"]):
+        assert np.array_equal(r.bm25.get_scores(tokens), b.bm25.get_scores(tokens))
+        assert np.array_equal(r.bm25_answer.get_scores(tokens), b.bm25_answer.get_scores(tokens))
+    # what applications read
+    for t in [None, *built.transcripts()]:
+        assert restored.passages(t) == built.passages(t)
+        assert restored.speakers(t) == built.speakers(t) and restored.roles(t) == built.roles(t)
+    # the old way of listing everyone, from every passage
+    assert built.speakers() == sorted({x for p in b.passages for x in (p.speaker, p.question_speaker) if x}, key=str.lower)
+    assert _answers(restored) == _answers(built)
+
+
+def test_a_snapshot_of_another_store_version_is_not_used(tmp_path, embedder, copy_seed):
+    src = copy_seed("a.txt")
+    s = load_settings(store=tmp_path / "store")
+    ingest([src.parent], s, embedder=embedder)
+    old = _snapshots(s)
+    assert len(old) == 1
+    # a second transcript: a new snapshot under the new fingerprint, the old one removed
+    shutil.copy(HEARING, src.parent / HEARING.name)
+    ingest([src.parent], s, embedder=embedder)
+    new = _snapshots(s)
+    assert len(new) == 1 and new != old
+    e = Engine(s, embedder=embedder)
+    assert len(e.index()) == len(Engine(s.model_copy(update={"snapshot": False}), embedder=embedder).index())
+    # the old snapshot put under the new name (its meta.json says which store version it is of)
+    meta_old = json.loads((new[0] / "meta.json").read_text())
+    meta_old["fingerprint"] = "0" * 40
+    (new[0] / "meta.json").write_text(json.dumps(meta_old))
+    assert _snapshot.read(s, collection_names(s.model)[0], e.index().fingerprint) is None
+    e2 = Engine(s, embedder=embedder)
+    assert isinstance(e2.index().passages, list)  # built from the store, not from the mislabelled snapshot
+    assert len(e2.index()) == len(e.index())
+
+
+def test_a_damaged_snapshot_is_rebuilt(two_stores, embedder, tmp_path):
+    s, off = two_stores
+    store = tmp_path / "store"
+    shutil.copytree(s.store, store)
+    s2 = s.model_copy(update={"store": store})
+    [snap] = _snapshots(s2)
+    expected = _answers(Engine(off, embedder=embedder))
+    with open(snap / "passages" / "text.npy", "r+b") as fh:  # cut short, as by a full disk
+        fh.truncate(100)
+    assert _snapshot.read(s2, collection_names(s.model)[0], Store(s2).fingerprint()) is None
+    e = Engine(s2, embedder=embedder)
+    assert isinstance(e.index().passages, list)
+    assert _answers(e) == expected
+    # ... and written again whole, read by the next process
+    again = Engine(s2, embedder=embedder)
+    assert isinstance(again.index().passages, _snapshot.PassageTable)
+    assert _answers(again) == expected
+
+
+def test_a_pickled_array_in_a_snapshot_is_never_loaded(two_stores, embedder, tmp_path):
+    """A store folder may come from someone else: an .npy holding a pickle (which could run code
+    when loaded) makes the snapshot unusable, and the pickle is not run."""
+    s, _ = two_stores
+    store = tmp_path / "store"
+    shutil.copytree(s.store, store)
+    s2 = s.model_copy(update={"store": store})
+    [snap] = _snapshots(s2)
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    target = snap / "passages" / "part.npy"
+    np.save(target, np.array([Payload()], dtype=object), allow_pickle=True)
+    meta = json.loads((snap / "meta.json").read_text())
+    meta["sizes"]["passages/part.npy"] = target.stat().st_size  # sizes that match: only the pickle is wrong
+    (snap / "meta.json").write_text(json.dumps(meta))
+    assert pickle.dumps(Payload())  # (the payload itself is a valid pickle)
+    assert _snapshot.read(s2, collection_names(s.model)[0], Store(s2).fingerprint()) is None
+    a = Engine(s2, embedder=embedder).ask(QUESTIONS[0][0])
+    assert not a.abstained
+    assert not marker.exists()
+
+
+def test_no_snapshot_setting_writes_none(tmp_path, embedder, copy_seed):
+    src = copy_seed()
+    s = load_settings(store=tmp_path / "store", snapshot=False)
+    ingest([src.parent], s, embedder=embedder)
+    Engine(s, embedder=embedder).ask(QUESTIONS[0][0])
+    assert _snapshots(s) == []
+
+
+def test_a_store_without_a_snapshot_gets_one_from_its_first_reader(two_stores, embedder, tmp_path):
+    """A store written before snapshots existed (or with the setting off) still works, and its
+    first reader writes the snapshot for the next."""
+    s, off = two_stores
+    store = tmp_path / "store"
+    shutil.copytree(s.store, store, ignore=shutil.ignore_patterns("snapshots"))
+    s2 = s.model_copy(update={"store": store})
+    assert _snapshots(s2) == []
+    first = Engine(s2, embedder=embedder)
+    assert isinstance(first.index().passages, list)
+    assert len(_snapshots(s2)) == 1
+    assert isinstance(Engine(s2, embedder=embedder).index().passages, _snapshot.PassageTable)
+
+
+def test_a_read_only_store_is_read_and_not_written(two_stores, embedder):
+    """A read-only store without a snapshot: answered as before (from a copy), and nothing written
+    into it; with one (written at ingest), it is read where it is (test_reliability_cli)."""
+    from test_reliability_cli import _rag, _read_only_copy
+
+    s, off = two_stores
+    store, prefix = _read_only_copy(s.store)
+    try:
+        shutil.rmtree(store / "snapshots")  # (the copy's folders are read-only, but root may remove)
+        before = {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+        tmp = store.parent / "tmp"
+        tmp.mkdir()
+        tmp.chmod(0o777)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+        env.update(HOME=str(store.parent), TMPDIR=str(tmp), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1",
+                   TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
+        q = QUESTIONS[0][0]
+        run = subprocess.run([*prefix, _rag(), "ask", q, "--json", "--store", str(store)], capture_output=True,
+                             text=True, timeout=300, env=env, cwd=store.parent)
+        assert run.returncode == 0, run.stderr
+        got = json.loads(run.stdout)
+        a = Engine(off, embedder=embedder).ask(q)
+        assert got["answer"] == a.text
+        assert [r["chunk_id"] for r in got["retrieved"]] == [r.passage.chunk_id for r in a.retrieved]
+        assert not (store / "snapshots").exists()
+        assert {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
+    finally:
+        shutil.rmtree(store.parent, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- crashes
+
+# the ingest is killed (SIGKILL) while it writes the snapshot, at each of these points
+_KILLS = {
+    # some files written into the temporary folder
+    "mid_write": textwrap.dedent("""
+        real = _snapshot._save
+        def save(path, array):
+            real(path, array)
+            if path.name == "vectors.npy":
+                die()
+        _snapshot._save = save
+    """),
+    # everything written and flushed, not yet renamed into place
+    "before_rename": textwrap.dedent("""
+        real = _snapshot._sync_folder
+        def sync(path):
+            real(path)
+            die()
+        _snapshot._sync_folder = sync
+    """),
+}
+
+_DRIVER = """
+import os, signal, sys
+from rag import _snapshot, ingest, load_settings
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+{patch}
+ingest([sys.argv[1]], load_settings(store=sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("point", sorted(_KILLS))
+def test_sigkill_while_the_snapshot_is_written_leaves_the_store_usable(point, tmp_path, embedder, copy_seed):
+    src = copy_seed()
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-c", _DRIVER.format(patch=_KILLS[point]), str(src.parent), str(store)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    s = load_settings(store=store)
+    left = _snapshots(s)
+    assert len(left) == 1 and ".tmp-" in left[0].name  # only the temporary folder: nothing under the real name
+    assert not (store / "ingest.unfinished").exists()  # the passages were all written before
+    expected = _answers(Engine(s.model_copy(update={"snapshot": False}), embedder=embedder))
+    e = Engine(s, embedder=embedder)
+    assert isinstance(e.index().passages, list)  # the partial snapshot is not read
+    assert _answers(e) == expected
+    # that reader wrote it whole, and removed the killed writer's leftovers
+    [snap] = _snapshots(s)
+    assert ".tmp-" not in snap.name
+    assert _answers(Engine(s, embedder=embedder)) == expected
+
+
+def test_the_snapshot_holds_no_pickle(two_stores):
+    s, _ = two_stores
+    [snap] = _snapshots(s)
+    for f in snap.rglob("*.npy"):
+        np.load(f, allow_pickle=False)  # raises for an object (pickled) array
+    kinds = {f.suffix for f in snap.rglob("*") if f.is_file()}
+    assert kinds <= {".npy", ".json"}, kinds
+
+
+def test_manifest_round_trip(two_stores):
+    s, _ = two_stores
+    manifest = Store(s).manifest()
+    back = _snapshot._manifest_from(json.loads(json.dumps(_snapshot._manifest_json(manifest))))
+    assert back == manifest
+    assert all(dataclasses.is_dataclass(v) for v in back.values())
