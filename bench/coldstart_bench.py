@@ -38,12 +38,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def rag_ask(store: Path, question: str, reps: int, cwd: Path) -> dict:
+def rag_ask(store: Path, question: str, reps: int, cwd: Path, **env: str) -> dict:
+    """``reps`` whole ``rag ask`` processes (median); ``env``: extra environment (e.g. RAG_SNAPSHOT)."""
     times, answer = [], None
     for _ in range(reps):
         t0 = time.perf_counter()
         proc = subprocess.run([str(C.VENV_BIN / "rag"), "ask", question, "--store", str(store), "--json"],
-                              capture_output=True, text=True, cwd=cwd, env=clean_env())
+                              capture_output=True, text=True, cwd=cwd, env=clean_env(**env))
         times.append(time.perf_counter() - t0)
         if proc.returncode != 0:
             raise RuntimeError(f"rag ask failed ({proc.returncode}): {proc.stderr[-2000:]}")

@@ -8,8 +8,11 @@ training + development hearings (~3,700 passages, ingested for real), ~8,000 and
   waiting for anything: sentence vectors are read from the store, none is embedded), p50/p95;
 * how many texts the encoder was given apart from the questions (0: no sentence embedded);
 * peak RSS of that process (VmHWM);
-* a whole cold ``rag ask`` process;
-* store size on disk per 1,000 passages (with the stored sentence vectors).
+* a whole cold ``rag ask`` process, with the query-time snapshot (rag/_snapshot.py) and without
+  it (``RAG_SNAPSHOT=false``: the view built from Chroma, as before), side by side;
+* writing the snapshot (what an ingest adds, once per store version), its size, and opening a
+  store with it in a fresh process, by step (connect, fingerprint, reading the snapshot);
+* store size on disk per 1,000 passages (with the stored sentence vectors and the snapshot).
 
 The 8,000 and 100,000 stores are written from the real store's passages, vectors and sentence
 vectors (copies under distinct ids, passage vectors with a little noise), as bench/query_bench.py
@@ -76,9 +79,23 @@ def probe(store: str, qfile: str, limit: int) -> dict:
     out["bm25_index_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     _idf(passages)
+    idf = _idf(passages)
     out["idf_s"] = round(time.perf_counter() - t, 2)
     out["passages"] = len(passages)
-    del index, passages, vectors, corpus, bm, s
+    # the snapshot (rag/_snapshot.py) of that view: what an ingest (or the first process to open
+    # a store without one) writes, once per store version
+    from rag import _snapshot
+    from rag._store import collection_names
+
+    t = time.perf_counter()
+    index.fingerprint = s.fingerprint()
+    out["fingerprint_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    written = _snapshot.write(settings, collection_names(settings.model)[0], _snapshot.View(index, idf, manifest))
+    out["snapshot_write_s"] = round(time.perf_counter() - t, 2)
+    if written is not None:
+        out["snapshot_mb"] = du_mb(written)
+    del index, passages, vectors, corpus, bm, s, idf
 
     class Counting:
         def __init__(self, e):
@@ -122,14 +139,47 @@ def probe(store: str, qfile: str, limit: int) -> dict:
     return out
 
 
+def open_probe(store: str) -> dict:
+    """In a fresh process, a store with its snapshot: what opening it costs, by step (import,
+    connect, fingerprint, reading the snapshot), and the first question after it."""
+    t_start = time.perf_counter()
+    from rag import Engine, _snapshot
+    from rag._store import Store, collection_names
+
+    out: dict = {"import_s": round(time.perf_counter() - t_start, 2)}
+    settings = C.settings_for(store=Path(store))
+    t = time.perf_counter()
+    s = Store(settings)
+    out["connect_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    fp = s.fingerprint()
+    out["fingerprint_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    view = _snapshot.read(settings, collection_names(settings.model)[0], fp)
+    out["snapshot_read_s"] = round(time.perf_counter() - t, 3)
+    out["snapshot_used"] = view is not None
+    del view
+    engine = Engine(settings, store=s)
+    t = time.perf_counter()
+    engine.index()
+    out["engine_index_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    a = engine.ask("What did the Prime Minister say about students?")
+    out["first_ask_s"] = round(time.perf_counter() - t, 2)
+    out["first_ask_timings_ms"] = {k: round(v, 1) for k, v in a.timings_ms.items()}
+    out["total_s"] = round(time.perf_counter() - t_start, 2)
+    out.update(C.rss_mb_of_self())
+    return out
+
+
 def probe_subprocess(store: Path, qfile: Path, limit: int) -> dict:
     return C.json_subprocess([sys.executable, __file__, "--probe", str(store), "--qfile", str(qfile), "--limit", str(limit)])
 
 
-def cold_ask(store: Path, question: str, reps: int) -> dict:
+def cold_ask(store: Path, question: str, reps: int, **env: str) -> dict:
     from coldstart_bench import rag_ask
 
-    return rag_ask(store, question, reps, store.parent)
+    return rag_ask(store, question, reps, store.parent, **env)
 
 
 def main(argv=None) -> int:
@@ -140,10 +190,17 @@ def main(argv=None) -> int:
     ap.add_argument("--ask-reps", type=int, default=3)
     ap.add_argument("--keep", help="build the stores in this folder and keep them (reused when present)")
     ap.add_argument("--out")
+    ap.add_argument("--old-reps", type=int, default=1,
+                    help="cold `rag ask` processes without the snapshot (RAG_SNAPSHOT=false: the view built from Chroma)")
+    ap.add_argument("--build-only", action="store_true", help="with --keep: build the stores now, measure in a later run")
+    ap.add_argument("--open-probe", help=argparse.SUPPRESS)
     C.child_mode_args(ap, "--probe", 40)
     args = ap.parse_args(argv)
     if args.probe:
         print(json.dumps(probe(args.probe, args.qfile, args.limit)))
+        return 0
+    if args.open_probe:
+        print(json.dumps(open_probe(args.open_probe)))
         return 0
 
     import rag
@@ -192,12 +249,22 @@ def main(argv=None) -> int:
                 row["build"] = C.build_store(C.settings_for(store=store), base, vectors, by_id, n, sentences=sentences)
             row["_path"], row["_qfile"], row["_question"] = str(store), str(qfile), question
             result["stores"].append(row)
+        if args.build_only:
+            return 0
         for row in result["stores"]:
             store = Path(row.pop("_path"))
             qfile, question = Path(row.pop("_qfile")), row.pop("_question")
             row["load_before"] = C.loadavg()
-            C.log(f"{row['store']}: probe, cold rag ask x{reps} (load {row['load_before']})")
+            # old and new side by side: a cold `rag ask` that builds the view from Chroma (the store
+            # has no snapshot yet, and RAG_SNAPSHOT=false keeps it from writing one), then the
+            # probe (which writes the snapshot), then fresh processes that read it
+            shutil.rmtree(store / "snapshots", ignore_errors=True)  # (an ingest wrote one; the probe times writing it)
+            C.log(f"{row['store']}: cold rag ask without the snapshot x{args.old_reps} (load {row['load_before']})")
+            row["cold_ask_no_snapshot"] = cold_ask(store, question, max(1, 1 if args.quick else args.old_reps),
+                                                   RAG_SNAPSHOT="false")
+            C.log(f"{row['store']}: probe, open with the snapshot, cold rag ask x{reps} (load {C.loadavg()})")
             row["probe"] = probe_subprocess(store, qfile, nq)
+            row["open"] = C.json_subprocess([sys.executable, __file__, "--open-probe", str(store)])
             row["cold_ask"] = cold_ask(store, question, reps)
             passages = row["probe"].get("passages") or 0
             row["disk_mb"] = du_mb(store)

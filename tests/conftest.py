@@ -28,10 +28,12 @@ CORPUS = ROOT / "corpus"
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch, tmp_path_factory):
-    """No RAG_* variable or rag.toml from the developer's shell leaks into a test."""
+    """No RAG_* variable or rag.toml from the developer's shell leaks into a test; server-mode
+    snapshots (rag/_snapshot.py) go to a temporary folder, not the user's cache."""
     for key in list(os.environ):
         if key.startswith("RAG_"):
             monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 

@@ -238,6 +238,31 @@ def test_a_read_only_store_is_read_and_not_written(two_stores, embedder):
         shutil.rmtree(store.parent, ignore_errors=True)
 
 
+@pytest.mark.slow
+def test_server_mode_keeps_its_snapshot_in_the_local_cache(tmp_path, embedder):
+    from servers import ChromaServer, free_port
+
+    server = ChromaServer(tmp_path / "db", free_port(), tmp_path / "chroma.log")
+    server.start()
+    try:
+        cache = tmp_path / "cache"
+        s = load_settings(chroma_url=server.url, cache_dir=cache)
+        assert not ingest([CORPUS], s, embedder=embedder).failed
+        [snap] = _snapshots(s)
+        assert snap.is_relative_to(cache)
+        expected = _answers(Engine(s.model_copy(update={"snapshot": False}), embedder=embedder))
+        e = Engine(s, embedder=embedder)
+        assert isinstance(e.index().passages, _snapshot.PassageTable)
+        assert _answers(e) == expected
+        # another machine (another cache) builds its own from the server, with the same answers
+        other = Engine(s.model_copy(update={"cache_dir": tmp_path / "other"}), embedder=embedder)
+        assert isinstance(other.index().passages, list)
+        assert _answers(other) == expected
+        assert len(_snapshots(other.settings)) == 1
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------------------- crashes
 
 # the ingest is killed (SIGKILL) while it writes the snapshot, at each of these points
