@@ -114,7 +114,7 @@ class Corpus:
         for sp in speakers:
             self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
         self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
-        self._init_speakers(speakers)
+        self._init_speakers(_speaker_entries(speakers))
         self._texts: Callable[[], Iterable[str]] = lambda: (p.text for p in passages)
         # transcripts by what names them: title, file name, and the people interviewed in them
         self.titles: dict[str, str] = {}
@@ -126,17 +126,17 @@ class Corpus:
                 self.people.setdefault(p.speaker, set()).add(p.transcript)
 
     @classmethod
-    def restored(cls, speakers: list[Speaker], *, words: set[str], titles: dict[str, str], people: dict[str, set[str]],
-                 texts: Callable[[], Iterable[str]]) -> "Corpus":
+    def restored(cls, entries: list[SpeakerEntry], *, words: set[str], titles: dict[str, str],
+                 people: dict[str, set[str]], texts: Callable[[], Iterable[str]]) -> "Corpus":
         """A Corpus from what ``__init__`` computed, read back (rag/_snapshot.py); ``texts``:
         every passage's answer text, in order, when asked for."""
         self = cls.__new__(cls)
         self.words, self.titles, self.people, self._texts = words, titles, people, texts
-        self._init_speakers(speakers)
+        self._init_speakers(entries)
         return self
 
-    def _init_speakers(self, speakers: list[Speaker]) -> None:
-        self.speakers = _speaker_entries(speakers)
+    def _init_speakers(self, entries: list[SpeakerEntry]) -> None:
+        self.speakers = entries
         self._as_word: dict[str, bool] = {}
         self._by_word: dict[str, list[SpeakerEntry]] = {}  # a name or title word -> its speakers
         for e in self.speakers:

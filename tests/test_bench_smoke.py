@@ -75,6 +75,9 @@ def test_run_all_quick(tmp_path):
         assert "error" not in p and p["questions"] > 0 and p["p50_ms"] > 0 and p["VmHWM"] > 100
         assert p["encoded_sentences"] == 0 and p["encoded_texts"] >= p["questions"]
         assert r["cold_ask"]["process_s"] > 0 and r["disk_mb_per_1000"] > 0
+        # side by side: without the snapshot (built from Chroma), and a fresh process reading it
+        assert r["cold_ask_no_snapshot"]["process_s"] > 0 and p["snapshot_write_s"] > 0 and p["snapshot_mb"] > 0
+        assert r["open"]["snapshot_used"] is True and r["open"]["first_ask_s"] > 0
 
     md = out.read_text()
     for heading in ("# Benchmarks", "## Machine and load", "## Targets", "## 1. Ingest throughput", "## 2. Re-ingest",
