@@ -40,6 +40,14 @@ def du_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6, 1)
 
 
+def timed(out: dict, key: str, fn, digits: int = 3):
+    """``fn()``, its seconds written to ``out[key]``."""
+    t = time.perf_counter()
+    value = fn()
+    out[key] = round(time.perf_counter() - t, digits)
+    return value
+
+
 def probe(store: str, qfile: str, limit: int) -> dict:
     """In a fresh process: open the store step by step, warm an Engine, ask every question once."""
     t_start = time.perf_counter()
@@ -148,24 +156,14 @@ def open_probe(store: str) -> dict:
 
     out: dict = {"import_s": round(time.perf_counter() - t_start, 2)}
     settings = C.settings_for(store=Path(store))
-    t = time.perf_counter()
-    s = Store(settings)
-    out["connect_s"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
-    fp = s.fingerprint()
-    out["fingerprint_s"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
-    view = _snapshot.read(settings, collection_names(settings.model)[0], fp)
-    out["snapshot_read_s"] = round(time.perf_counter() - t, 3)
+    s = timed(out, "connect_s", lambda: Store(settings))
+    fp = timed(out, "fingerprint_s", s.fingerprint)
+    view = timed(out, "snapshot_read_s", lambda: _snapshot.read(settings, collection_names(settings.model)[0], fp))
     out["snapshot_used"] = view is not None
     del view
     engine = Engine(settings, store=s)
-    t = time.perf_counter()
-    engine.index()
-    out["engine_index_s"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
-    a = engine.ask("What did the Prime Minister say about students?")
-    out["first_ask_s"] = round(time.perf_counter() - t, 2)
+    timed(out, "engine_index_s", engine.index)
+    a = timed(out, "first_ask_s", lambda: engine.ask("What did the Prime Minister say about students?"), 2)
     out["first_ask_timings_ms"] = {k: round(v, 1) for k, v in a.timings_ms.items()}
     out["total_s"] = round(time.perf_counter() - t_start, 2)
     out.update(C.rss_mb_of_self())

@@ -144,7 +144,7 @@ _KILLS = {
 
 _DRIVER = """
 import os, signal, sys
-from rag import _derived, _store, ingest, load_settings
+from rag import _derived, _snapshot, _store, ingest, load_settings
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 {patch}

@@ -286,14 +286,7 @@ _KILLS = {
     """),
 }
 
-_DRIVER = """
-import os, signal, sys
-from rag import _snapshot, ingest, load_settings
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-{patch}
-ingest([sys.argv[1]], load_settings(store=sys.argv[2]))
-"""
+from test_derived import _DRIVER  # noqa: E402  (an ingest in a child process, ``die()`` where the patch says)
 
 
 @pytest.mark.parametrize("point", sorted(_KILLS))
