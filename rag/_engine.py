@@ -645,7 +645,11 @@ def load_view(store: Store, settings: Settings, fingerprint: str) -> _snapshot.V
         view = _snapshot.read(settings, collection, fingerprint)
         if view is not None:
             return view
-    view, whole = build_view(store, fingerprint)
+    # a snapshot of an earlier version of the store (before this ingest): its unchanged
+    # transcripts' passages and vectors are taken from it instead of read again
+    previous = _snapshot.latest(settings, collection) if settings.snapshot else None
+    view, whole = build_view(store, fingerprint, previous)
+    del previous
     # written only when what was read is the store at ``fingerprint``: every transcript whole,
     # and no other process's ingest between the fingerprint and the end of the reads
     if settings.snapshot and whole and store.fingerprint() == fingerprint:
@@ -656,15 +660,17 @@ def load_view(store: Store, settings: Settings, fingerprint: str) -> _snapshot.V
     return view
 
 
-def build_view(store: Store, fingerprint: str) -> tuple[_snapshot.View, bool]:
+def build_view(store: Store, fingerprint: str, previous: _snapshot.View | None = None) -> tuple[_snapshot.View, bool]:
     """The view built from the store's records (every passage with its vector, the BM25
-    indexes, the idf table), and whether every transcript was read whole."""
+    indexes, the idf table), and whether every transcript was read whole. ``previous``: the
+    view of an earlier version of the store, whose unchanged transcripts are not read again."""
     whole = False
     for attempt in range(5):
         manifest = store.manifest()
         # float16 in memory: half the size, and cosines within ~1e-3 of float32 (the fusion
         # and the filtered search use them; Chroma's HNSW search keeps float32)
-        passages, vectors = store.all_passages(with_vectors=True, manifest=manifest, vector_dtype=np.float16)
+        got = _reuse(store, manifest, previous) if previous is not None else None
+        passages, vectors = got or store.all_passages(with_vectors=True, manifest=manifest, vector_dtype=np.float16)
         counts: dict[str, int] = {}
         for p in passages:
             counts[p.transcript] = counts.get(p.transcript, 0) + 1
@@ -675,6 +681,34 @@ def build_view(store: Store, fingerprint: str) -> tuple[_snapshot.View, bool]:
     speakers = [s for info in manifest.values() for s in info.speakers]
     index = Index(passages, speakers, {t: i.version for t, i in manifest.items()}, fingerprint, vectors)
     return _snapshot.View(index, _idf(passages), manifest), whole
+
+
+def _reuse(store: Store, manifest: dict[str, TranscriptInfo],
+           previous: _snapshot.View) -> tuple[list[Passage], np.ndarray] | None:
+    """The passages and vectors of the store at ``manifest`` (in ``Store.all_passages`` order:
+    by transcript, then position), those of the transcripts whose version ``previous`` holds
+    taken from it, only the others read from the store; None when less than half of the
+    passages can be taken from it (one read of everything is then about as cheap)."""
+    old = previous.index
+    if old.vectors is None:
+        return None
+    same = [t for t, info in manifest.items() if old.versions.get(t) == info.version]
+    total = sum(info.n_passages for info in manifest.values())
+    if not same or 2 * sum(manifest[t].n_passages for t in same) < total:
+        return None
+    parts: dict[str, tuple[list[Passage], np.ndarray]] = {}
+    for t in same:
+        rows = old.transcript_rows(t)
+        parts[t] = ([old.passages[int(i)] for i in rows], np.asarray(old.vectors[rows]))
+    for t in manifest:
+        if t not in parts:
+            parts[t] = store.all_passages(t, with_vectors=True, manifest=manifest, vector_dtype=np.float16)  # type: ignore[assignment]
+    order = sorted(parts)  # (transcript ids: all_passages's order)
+    passages = [p for t in order for p in parts[t][0]]
+    if not passages:
+        return None
+    vectors = np.concatenate([parts[t][1] for t in order if len(parts[t][0])]).astype(np.float16)
+    return passages, vectors
 
 
 def _idf(passages: Sequence[Passage]) -> dict[str, float]:

@@ -381,6 +381,21 @@ def ready(settings: Settings, collection: str, fingerprint: str) -> bool:
     return _meta(folder(settings) / _name(collection, fingerprint), collection, fingerprint) is not None
 
 
+def latest(settings: Settings, collection: str) -> View | None:
+    """The newest usable snapshot of this collection, of whichever version of the store."""
+    try:
+        found = [d for d in folder(settings).iterdir()
+                 if d.name.startswith(collection + "-") and not _TMP.search(d.name) and d.is_dir()]
+        found.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for d in found:
+        view = read(settings, collection, d.name[len(collection) + 1 :])
+        if view is not None:
+            return view
+    return None
+
+
 def read(settings: Settings, collection: str, fingerprint: str) -> View | None:
     """The snapshot of this fingerprint, or None when there is none that matches in every way."""
     path = folder(settings) / _name(collection, fingerprint)

@@ -87,12 +87,9 @@ def test_ingest_writes_the_snapshot_and_a_fresh_engine_reads_it(two_stores, embe
     assert not a.abstained and "Bangladesh" in a.citations[0].quote
 
 
-def test_same_view_and_same_answers_with_and_without_the_snapshot(two_stores, embedder):
-    s, off = two_stores
-    built, restored = Engine(off, embedder=embedder), Engine(s, embedder=embedder)
+def _same_view(restored: Engine, built: Engine) -> None:
+    """Every part of the two engines' views is the same."""
     b, r = built.index(), restored.index()
-    assert isinstance(r.passages, _snapshot.PassageTable) and isinstance(b.passages, list)
-    # every part of the view
     assert list(r.passages) == b.passages
     assert r.passages[-1] == b.passages[-1] and r.passages[1:3] == b.passages[1:3]
     assert np.array_equal(np.asarray(r.vectors), b.vectors) and r.vectors.dtype == b.vectors.dtype
@@ -106,9 +103,17 @@ def test_same_view_and_same_answers_with_and_without_the_snapshot(two_stores, em
     assert list(r.corpus._texts()) == list(b.corpus._texts())
     assert restored._idf == built._idf == _idf(b.passages)
     assert restored._manifest == built._manifest
-    for tokens in (["bangladesh"], ["nhs", "qualiti", "improv"], ["learn", "countri"]):
+    for tokens in (["bangladesh"], ["nhs", "qualiti", "improv"], ["learn", "countri"], ["school", "teacher"]):
         assert np.array_equal(r.bm25.get_scores(tokens), b.bm25.get_scores(tokens))
         assert np.array_equal(r.bm25_answer.get_scores(tokens), b.bm25_answer.get_scores(tokens))
+
+
+def test_same_view_and_same_answers_with_and_without_the_snapshot(two_stores, embedder):
+    s, off = two_stores
+    built, restored = Engine(off, embedder=embedder), Engine(s, embedder=embedder)
+    b, r = built.index(), restored.index()
+    assert isinstance(r.passages, _snapshot.PassageTable) and isinstance(b.passages, list)
+    _same_view(restored, built)
     # what applications read
     for t in [None, *built.transcripts()]:
         assert restored.passages(t) == built.passages(t)
@@ -118,19 +123,39 @@ def test_same_view_and_same_answers_with_and_without_the_snapshot(two_stores, em
     assert _answers(restored) == _answers(built)
 
 
-def test_a_snapshot_of_another_store_version_is_not_used(tmp_path, embedder, copy_seed):
+def test_a_snapshot_of_another_store_version_is_not_used_but_its_unchanged_transcripts_are(tmp_path, embedder, copy_seed, monkeypatch):
     src = copy_seed("a.txt")
+    shutil.copy(HEARING, src.parent / HEARING.name)
     s = load_settings(store=tmp_path / "store")
     ingest([src.parent], s, embedder=embedder)
     old = _snapshots(s)
     assert len(old) == 1
-    # a second transcript: a new snapshot under the new fingerprint, the old one removed
-    shutil.copy(HEARING, src.parent / HEARING.name)
+    # a third transcript: a new snapshot under the new fingerprint, the old one removed; the
+    # unchanged transcripts' passages are taken from the old snapshot, only the new one is read
+    shutil.copy(CORPUS / "nhs-impact-amar-shah-interview.txt", src.parent / "b.txt")  # (front matter: other speakers' names)
+    read, real = [], Store.all_passages
+
+    def reading(self, transcript=None, *a, **k):
+        read.append(transcript)
+        return real(self, transcript, *a, **k)
+
+    monkeypatch.setattr(Store, "all_passages", reading)
     ingest([src.parent], s, embedder=embedder)
+    assert read == ["b.txt"]
+    # one changed (read again), one removed (left out)
+    read.clear()
+    with open(src, "a", encoding="utf-8") as fh:
+        fh.write("\nPP: And one more thing?\n\nAS: We keep learning from each other.\n")
+    (src.parent / "b.txt").rename(tmp_path / "b.txt")
+    ingest([src.parent], s, embedder=embedder, prune=True)
+    monkeypatch.setattr(Store, "all_passages", real)
+    assert read == ["a.txt"]
+    assert sorted(Store(s).manifest()) == sorted(["a.txt", HEARING.name])
     new = _snapshots(s)
     assert len(new) == 1 and new != old
     e = Engine(s, embedder=embedder)
-    assert len(e.index()) == len(Engine(s.model_copy(update={"snapshot": False}), embedder=embedder).index())
+    assert isinstance(e.index().passages, _snapshot.PassageTable)
+    _same_view(e, Engine(s.model_copy(update={"snapshot": False}), embedder=embedder))
     # the old snapshot put under the new name (its meta.json says which store version it is of)
     meta_old = json.loads((new[0] / "meta.json").read_text())
     meta_old["fingerprint"] = "0" * 40
