@@ -12,6 +12,8 @@ training + development hearings (~3,700 passages, ingested for real), ~8,000 and
   it (``RAG_SNAPSHOT=false``: the view built from Chroma, as before), side by side;
 * writing the snapshot (what an ingest adds, once per store version), its size, and opening a
   store with it in a fresh process, by step (connect, fingerprint, reading the snapshot);
+* then one transcript added by ``rag.ingest``: the whole ingest, and within it bringing the
+  snapshot up to date (incremental);
 * store size on disk per 1,000 passages (with the stored sentence vectors and the snapshot).
 
 The 8,000 and 100,000 stores are written from the real store's passages, vectors and sentence
@@ -170,6 +172,34 @@ def open_probe(store: str) -> dict:
     return out
 
 
+def add_one(store: str) -> dict:
+    """In a fresh process: ingest one more small transcript (the demo interview under a new
+    name) into the store, timing the whole ingest and, within it, bringing the snapshot up to
+    date (incremental: the other transcripts are taken from the previous snapshot)."""
+    import rag
+    from rag import _ingest
+
+    settings = C.settings_for(store=Path(store))
+    out: dict = {}
+    real = _ingest._write_snapshot
+
+    def write_snapshot(*a, **k):
+        timed(out, "snapshot_s", lambda: real(*a, **k), 2)
+
+    _ingest._write_snapshot = write_snapshot
+    folder = Path(tempfile.mkdtemp(prefix="rag-bench-add-"))
+    try:
+        text = (C.CORPUS / "nhs-impact-amar-shah-interview.txt").read_text(encoding="utf-8")
+        # (other content than the demo's, which the stores hold: not refused as a duplicate)
+        (folder / "added-interview.txt").write_text(text + "\nPP: One more question?\n\nAS: One more answer.\n",
+                                                   encoding="utf-8")
+        report = timed(out, "ingest_s", lambda: rag.ingest([folder], settings), 2)
+        out["files"] = [f.status for f in report.files]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
 def probe_subprocess(store: Path, qfile: Path, limit: int) -> dict:
     return C.json_subprocess([sys.executable, __file__, "--probe", str(store), "--qfile", str(qfile), "--limit", str(limit)])
 
@@ -192,6 +222,7 @@ def main(argv=None) -> int:
                     help="cold `rag ask` processes without the snapshot (RAG_SNAPSHOT=false: the view built from Chroma)")
     ap.add_argument("--build-only", action="store_true", help="with --keep: build the stores now, measure in a later run")
     ap.add_argument("--open-probe", help=argparse.SUPPRESS)
+    ap.add_argument("--add-one", help=argparse.SUPPRESS)
     C.child_mode_args(ap, "--probe", 40)
     args = ap.parse_args(argv)
     if args.probe:
@@ -199,6 +230,9 @@ def main(argv=None) -> int:
         return 0
     if args.open_probe:
         print(json.dumps(open_probe(args.open_probe)))
+        return 0
+    if args.add_one:
+        print(json.dumps(add_one(args.add_one)))
         return 0
 
     import rag
@@ -264,6 +298,9 @@ def main(argv=None) -> int:
             row["probe"] = probe_subprocess(store, qfile, nq)
             row["open"] = C.json_subprocess([sys.executable, __file__, "--open-probe", str(store)])
             row["cold_ask"] = cold_ask(store, question, reps)
+            # last (it changes the store): one transcript added, the snapshot brought up to date
+            C.log(f"{row['store']}: one transcript added (load {C.loadavg()})")
+            row["add_one"] = C.json_subprocess([sys.executable, __file__, "--add-one", str(store)])
             passages = row["probe"].get("passages") or 0
             row["disk_mb"] = du_mb(store)
             row["disk_mb_per_1000"] = round(row["disk_mb"] / passages * 1000, 1) if passages else None

@@ -78,6 +78,7 @@ def test_run_all_quick(tmp_path):
         # side by side: without the snapshot (built from Chroma), and a fresh process reading it
         assert r["cold_ask_no_snapshot"]["process_s"] > 0 and p["snapshot_write_s"] > 0 and p["snapshot_mb"] > 0
         assert r["open"]["snapshot_used"] is True and r["open"]["first_ask_s"] > 0
+        assert r["add_one"]["files"] == ["added"] and 0 < r["add_one"]["snapshot_s"] < r["add_one"]["ingest_s"]
 
     md = out.read_text()
     for heading in ("# Benchmarks", "## Machine and load", "## Targets", "## 1. Ingest throughput", "## 2. Re-ingest",
