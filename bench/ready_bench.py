@@ -12,6 +12,7 @@ training + development hearings (~3,700 passages, ingested for real), ~8,000 and
   it (``RAG_SNAPSHOT=false``: the view built from Chroma, as before), side by side;
 * writing the snapshot (what an ingest adds, once per store version), its size, and opening a
   store with it in a fresh process, by step (connect, fingerprint, reading the snapshot);
+* with ``--app``: app launch -> first answer shown in a browser (as bench/coldstart_bench.py);
 * then one transcript added by ``rag.ingest``: the whole ingest, and within it bringing the
   snapshot up to date (incremental);
 * store size on disk per 1,000 passages (with the stored sentence vectors and the snapshot).
@@ -223,6 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--build-only", action="store_true", help="with --keep: build the stores now, measure in a later run")
     ap.add_argument("--open-probe", help=argparse.SUPPRESS)
     ap.add_argument("--add-one", help=argparse.SUPPRESS)
+    ap.add_argument("--app", action="store_true", help="also time app launch -> first answer in a browser (Playwright, Chromium)")
     C.child_mode_args(ap, "--probe", 40)
     args = ap.parse_args(argv)
     if args.probe:
@@ -298,6 +300,14 @@ def main(argv=None) -> int:
             row["probe"] = probe_subprocess(store, qfile, nq)
             row["open"] = C.json_subprocess([sys.executable, __file__, "--open-probe", str(store)])
             row["cold_ask"] = cold_ask(store, question, reps)
+            if args.app:
+                from coldstart_bench import ui_first_answer
+
+                C.log(f"{row['store']}: app launch -> first answer (load {C.loadavg()})")
+                try:
+                    row["app"] = ui_first_answer(store, question, 1, work, timeout_s=300)
+                except Exception as exc:  # no browser here: say so in the results
+                    row["app"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             # last (it changes the store): one transcript added, the snapshot brought up to date
             C.log(f"{row['store']}: one transcript added (load {C.loadavg()})")
             row["add_one"] = C.json_subprocess([sys.executable, __file__, "--add-one", str(store)])

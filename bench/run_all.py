@@ -413,13 +413,14 @@ def render_ready(r: dict) -> list[str]:
                           f"{p.get('stem_s', 0):.2f} + {p.get('bm25_index_s', 0):.2f}", f"{p.get('idf_s', 0):.2f}"])
         o = s.get("open", {})
         if "error" in o:
-            snap_rows.append([s["store"], "error: " + o["error"][-200:]] + [""] * 9)
+            snap_rows.append([s["store"], "error: " + o["error"][-200:]] + [""] * 10)
         else:
             snap_rows.append([s["store"], _v(p.get("passages")), f"{p.get('snapshot_write_s', 0):.2f}",
                               _v(p.get("snapshot_mb"), 1, " MB"), f"{o.get('import_s', 0):.2f}", f"{o.get('connect_s', 0):.2f}",
                               f"{o.get('fingerprint_s', 0):.2f}", f"{o.get('snapshot_read_s', 0):.2f}",
                               f"{o.get('first_ask_s', 0):.2f}", _v(o.get("VmHWM"), 0, " MB"),
-                              f"{s.get('add_one', {}).get('snapshot_s', 0):.2f} of {s.get('add_one', {}).get('ingest_s', 0):.2f}"])
+                              f"{s.get('add_one', {}).get('snapshot_s', 0):.2f} of {s.get('add_one', {}).get('ingest_s', 0):.2f}",
+                              _v(s.get("app", {}).get("first_answer_s"), 2, " s") if s.get("app") else "not measured"])
     L += _table(["store", "passages", "cold `rag ask` without snapshot", "cold `rag ask`", "`warm()`", "first question", "p50 / p95 from the first question",
                  "sentences encoded", "peak RSS", "disk per 1,000 passages", "1-min load"], rows)
     L.append("")
@@ -435,10 +436,12 @@ def render_ready(r: dict) -> list[str]:
              "question (the question's embedding model loaded, Chroma's vector index loaded), and that process's peak RSS; "
              "last, one small transcript (14 passages) added by an ingest: seconds spent bringing the snapshot up to date "
              "(the other transcripts' passages and vectors taken from the previous snapshot, the BM25 indexes, filter "
-             "rows, corpus and idf rebuilt over all passages) of the whole ingest.")
+             "rows, corpus and idf rebuilt over all passages) of the whole ingest; with `--app`, the app launched "
+             "(Streamlit) until the first answer is shown in a browser.")
     L.append("")
     L += _table(["store", "passages", "write snapshot", "snapshot size", "import", "connect", "fingerprint", "read snapshot",
-                 "first question", "peak RSS", "add one transcript: snapshot of ingest"], snap_rows)
+                 "first question", "peak RSS", "add one transcript: snapshot of ingest", "app launch → first answer"],
+                snap_rows)
     L.append("")
     return L
 
