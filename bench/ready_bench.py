@@ -192,7 +192,7 @@ def add_one(store: str) -> dict:
     try:
         text = (C.CORPUS / "nhs-impact-amar-shah-interview.txt").read_text(encoding="utf-8")
         # (other content than the demo's, which the stores hold: not refused as a duplicate)
-        (folder / "added-interview.txt").write_text(text + "\nPP: One more question?\n\nAS: One more answer.\n",
+        (folder / "added-interview.txt").write_text(text + f"\nPP: One more question?\n\nAS: One more answer, at {time.time()}.\n",
                                                    encoding="utf-8")
         report = timed(out, "ingest_s", lambda: rag.ingest([folder], settings), 2)
         out["files"] = [f.status for f in report.files]

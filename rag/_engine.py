@@ -100,6 +100,7 @@ class Engine:
         view = load_view(self.store, self.settings, fingerprint)
         self._index = view.index
         self._manifest = view.manifest
+        self._speaker_lookup = _answer.manifest_speakers(view.manifest)  # (once per view, not per answer)
         with self._cache_lock:
             self._sent_cache.clear()
         self._idf = view.idf
@@ -365,7 +366,7 @@ class Engine:
         elif abstained:
             text, citations = REFUSAL, []
         else:
-            text, citations = _answer.compose(top, chosen, speakers=_answer.manifest_speakers(self._manifest))
+            text, citations = _answer.compose(top, chosen, speakers=self._speaker_lookup)
             if not use_llm:
                 unsupported = _values_note(query.text, top, citations)
                 if unsupported:
@@ -417,7 +418,7 @@ class Engine:
         if decide(alt, alt_evidence, chosen, pool, idf=self._idf, vocab=self.index().corpus.words,
                   settings=self.settings.refusal, threshold=self.settings.abstain_threshold):
             return None
-        text, citations = _answer.compose(pool, chosen, speakers=_answer.manifest_speakers(self._manifest))
+        text, citations = _answer.compose(pool, chosen, speakers=self._speaker_lookup)
         if not citations:
             return None
         return f"I found this said by others, not by {_named_in(query)}. {text}", citations

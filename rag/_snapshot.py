@@ -120,6 +120,7 @@ class PassageTable(Sequence[Passage]):
         self._nums = {f: _load(path / f"{f}.npy") for f in _INTS + _FLOATS}
         self.chunk_ids: list[str] = json.loads((path / "chunk_id.json").read_text(encoding="utf-8"))
         self._made: dict[int, Passage] = {}
+        self._joined: tuple[str] | None = None
         if len(self.chunk_ids) != n:
             raise ValueError("chunk ids do not match the passage count")
 
@@ -158,6 +159,14 @@ class PassageTable(Sequence[Passage]):
         raw = bytes(data)
         for i in range(self._n):
             yield raw[at[i] : at[i + 1]].decode("utf-8", "surrogatepass")
+
+    def joined_texts(self) -> tuple[str]:
+        """Every passage's answer text, joined by newlines into one string (made once): what
+        ``Corpus`` searches a word in with one regular-expression pass (a word is never written
+        across a newline, so it is found in the joined text exactly when in one of the texts)."""
+        if self._joined is None:
+            self._joined = ("\n".join(self.texts()),)
+        return self._joined
 
     def _make(self, i: int) -> Passage:
         from ._store import passage_from_meta
@@ -435,7 +444,7 @@ def _read_content(path: Path, meta: dict[str, Any], fingerprint: str) -> View:
     entries = [SpeakerEntry(name, role, set(names), set(titles), list(phrases), set(heads), set(title_phrases))
                for name, role, names, titles, phrases, heads, title_phrases in c["speakers"]]
     corpus = Corpus.restored(entries, words=set(c["words"]), titles=c["titles"],
-                             people={k: set(v) for k, v in c["people"].items()}, texts=passages.texts)
+                             people={k: set(v) for k, v in c["people"].items()}, texts=passages.joined_texts)
     bm25 = bm25_answer = None
     if n:
         bm25 = bm25s.BM25.load(path / "bm25", mmap=True, allow_pickle=False, show_progress=False)

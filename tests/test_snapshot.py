@@ -100,7 +100,12 @@ def _same_view(restored: Engine, built: Engine) -> None:
         {k: {v: list(rows) for v, rows in g.items()} for k, g in b._rows.items()}
     assert r.corpus.words == b.corpus.words and r.corpus.titles == b.corpus.titles and r.corpus.people == b.corpus.people
     assert r.corpus.speakers == b.corpus.speakers and r.corpus._by_word == b.corpus._by_word
-    assert list(r.corpus._texts()) == list(b.corpus._texts())
+    assert "\n".join(r.corpus._texts()) == "\n".join(b.corpus._texts())
+    # a word is found in the same texts (words at a text's very start and end included)
+    sample = {w for p in b.passages[:40] for w in (p.text.split() or [""])[:1] + (p.text.split() or [""])[-1:]}
+    sample |= {"bangladesh", "learn", "nowhere-at-all", "t", "-", "of"}
+    assert {w: r.corpus._used_as_word(w) for w in sample} == {w: b.corpus._used_as_word(w) for w in sample}
+    assert any(b.corpus._used_as_word(w) for w in sample) and not all(b.corpus._used_as_word(w) for w in sample)
     assert restored._idf == built._idf == _idf(b.passages)
     assert restored._manifest == built._manifest
     for tokens in (["bangladesh"], ["nhs", "qualiti", "improv"], ["learn", "countri"], ["school", "teacher"]):
