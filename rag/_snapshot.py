@@ -218,7 +218,9 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 
 def _load(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    """A memory-mapped array, as a plain ndarray view (numpy's memmap class makes every element
+    access several times slower: 0.3 of the 1 s it took to make 8,000 passages)."""
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
 
 # ---------------------------------------------------------------------------- manifest
