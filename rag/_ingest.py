@@ -430,6 +430,7 @@ def ingest(
                     if on_file:
                         on_file(r)
         sources.save()
+        notes += store.drop_older_versions()
     return IngestReport(results, notes)
 
 
