@@ -270,7 +270,8 @@ def named(name: str, sp: Speaker | None) -> str:
     return name
 
 
-_ROLE_PHRASE = {"interviewer": "asks the questions in", "interviewee": "answers the questions in"}
+_ROLE_PHRASE = {"interviewer": "asks the questions in", "interviewee": "answers the questions in",
+                "comment": "commented on"}  # "comment": a reader whose comment follows a transcript
 
 
 def and_list(items: Sequence[str]) -> str:

@@ -22,7 +22,7 @@ from . import _answer, _derived
 from ._decide import decide
 from ._embed import Embedder
 from ._errors import StoreMissingError, StoreUnavailableError
-from ._records import Answer, Citation, Passage, Retrieved
+from ._records import Answer, Citation, Passage, Retrieved, Speaker
 from ._rank import Candidates, weight_vector
 from ._query import HistoryTurn, QueryPlan, plan
 from ._retrieve import Index, candidates, rank, to_retrieved, top_indices
@@ -431,6 +431,16 @@ class Engine:
         scope = {scope} if isinstance(scope, str) else set(scope or ())
         people = [(sp, info.title or tid) for tid, info in self._manifest.items() if not scope or tid in scope
                   for sp in info.speakers if sp.name in names]
+        index = self.index()
+        for name in query.speakers:
+            if name in names:
+                continue
+            # a reader who commented has no entry in the speaker lists: their comments say who they are
+            for i in index.rows({"speaker": name}) if name else ():
+                p = index.passages[int(i)]
+                if p.speaker == name and p.kind == "comment" and (not scope or p.transcript in scope):
+                    people.append((Speaker(name, name, "comment", f"a reader, {p.comment_date}".rstrip(", ")),  # type: ignore[arg-type]
+                                   p.title or p.transcript))
         return _answer.who_is(people)
 
     def _said_by_others(self, query: QueryPlan, top: list[Retrieved],

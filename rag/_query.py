@@ -680,14 +680,18 @@ def scope_of(question: str, corpus: Corpus) -> list[str]:
 
 # "Who is Amar Shah?", "Who's AS?", "Who was the interviewer?", "Tell me about the guest.": what
 # follows the request names people and nothing else
-_WHO_IS = re.compile(r"^\s*(?:and\s+)?(?:who(?:'s|’s|\s+(?:is|was|are|were))|tell\s+(?:me|us)\s+(?:more\s+)?about|"
-                     r"what\s+do\s+(?:we|you)\s+know\s+about)\s+(?P<who>.+?)[\s?.!]*$", re.I)
+_WHO_IS = re.compile(r"^\s*(?:and\s+)?(?:(?:who(?:'s|’s|\s+(?:is|was|are|were))|tell\s+(?:me|us)\s+(?:more\s+)?about|"
+                     r"what\s+do\s+(?:we|you)\s+know\s+about)\s+(?P<who>.+?)|"
+                     # "What is his job?", "What's Amar Shah's role?", "What does she do?"
+                     r"what(?:'s|’s|\s+is|\s+was)\s+(?P<whose>.+?)(?:'s|’s|\s+(?:his|her|their))?\s+(?:job|role|title|position|"
+                     r"occupation|profession|background)|what\s+(?:does|did)\s+(?P<doer>.+?)\s+do(?:\s+for\s+a\s+living)?)[\s?.!]*$", re.I)
 
 
 def asks_who(question: str, query: QueryPlan, corpus: Corpus) -> bool:
     """Does the question ask who the people it names are, with no subject besides them?"""
     m = _WHO_IS.match(question)
-    return bool(m and query.refers and not query.unknown_names and not corpus.residual_topic(m.group("who"), query))
+    who = m and (m.group("who") or m.group("whose") or m.group("doer"))
+    return bool(who and query.refers and not query.unknown_names and not corpus.residual_topic(who, query))
 
 
 def plan(question: str, history: list[HistoryTurn], corpus: Corpus, filters: dict[str, Any] | None,
@@ -713,7 +717,8 @@ def plan(question: str, history: list[HistoryTurn], corpus: Corpus, filters: dic
         draft.evidence_text = corpus.neutralize(topic_text, draft)
     draft.unknown_names = corpus.unknown_names(res.text)
     draft.topic = corpus.residual_topic(res.text, draft)
-    draft.who_is = asks_who(res.text, draft, corpus)
+    # (a follow-up's own words say whom it asks about: "Who is she?" after "What did the reader say?")
+    draft.who_is = asks_who(question if res.followup else res.text, draft, corpus)
     if draft.who_is:
         # the sentences that say who they are read like what the transcripts say of them: their
         # names with their titles or descriptions ("Amar Shah, National Clinical Director ...")

@@ -365,3 +365,25 @@ def test_many_holders_of_a_role_are_listed_not_described():
         "Member 5, Member 6, Member 7, Member 8 and 2 more.")
     many = [(Speaker("PM", "Pat Moe", "interviewee", "Minister"), f"Hearing {n}") for n in range(1, 6)]
     assert who_is(many) == "Pat Moe (PM; Minister) answers the questions in “Hearing 1”, “Hearing 2”, “Hearing 3” and 2 more."
+
+
+@pytest.mark.parametrize("question", ["What is Jane Doe's job?", "What does Jane Doe do?", "Who's JD?"])
+def test_what_a_person_does_is_a_who_is_question(engine, question):
+    a = engine.ask(question)
+    assert not a.abstained
+    assert a.text.startswith("Jane Doe (JD; Film director and screenwriter) answers the questions in ")
+
+
+def test_who_is_he_after_an_answer_describes_the_person_quoted(engine):
+    first = engine.ask("What did Jane Doe say about the budget?")
+    a = engine.ask("What is her job?", history=[first])
+    assert a.resolved_question == "What is Jane Doe's job?"
+    assert a.text.startswith("Jane Doe (JD; Film director and screenwriter)")
+
+
+def test_who_is_a_reader_who_commented(seed_store, embedder):
+    engine = Engine(seed_store, embedder=embedder)
+    comment = engine.ask("What did the reader say?")
+    a = engine.ask("Who is she?", history=[comment])
+    assert not a.abstained
+    assert a.text.startswith("Thomas John Rose (a reader, 23 Feb 2024) commented on “NHS IMPACT: in conversation with Amar Shah”.")
