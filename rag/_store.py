@@ -322,6 +322,18 @@ class Store:
                 out[v] = self._client.get_collection(name, embedding_function=None).count()
         return out
 
+    def earlier_copies(self) -> dict[int, tuple[int, int]]:
+        """Per other chunker version holding this model's transcripts: (transcripts it holds, how
+        many of them this version does not hold yet)."""
+        current = set(self.manifest())
+        out = {}
+        _, m_name = collection_names(self.settings.model)
+        for v in sorted(self.older_versions()):
+            old_m = self._client.get_collection(m_name.rsplit("_c", 1)[0] + f"_c{v}", embedding_function=None)
+            ids = {i for got in self._pages(old_m, []) for i in got["ids"]}
+            out[v] = (len(ids), len(ids - current))
+        return out
+
     def drop_older_versions(self) -> list[str]:
         """Under the ingest lock: remove the collections of other chunker versions of this model
         whose every transcript is now stored in this version (their passages are never read
@@ -329,12 +341,7 @@ class Store:
         Returns notes for the ingest report."""
         notes = []
         names = self._collection_names()
-        current = set(self.manifest())
-        for v, n in sorted(self.older_versions().items()):
-            _, m_name = collection_names(self.settings.model)
-            old_m = self._client.get_collection(m_name.rsplit("_c", 1)[0] + f"_c{v}", embedding_function=None)
-            ids = [i for got in self._pages(old_m, []) for i in got["ids"]]
-            missing = len(set(ids) - current)
+        for v, (n, missing) in self.earlier_copies().items():
             if missing:
                 notes.append(f"{missing} of the {n} transcript(s) stored by chunker version {v} are not yet read by "
                              f"this version ({CHUNKER_VERSION}): ingest their folders again to search them (the earlier "

@@ -54,10 +54,15 @@ def test_reading_a_store_of_an_earlier_version_says_to_ingest_again(old_store):
     assert "rag ingest" in err.value.help_message
 
 
-def test_the_earlier_copy_is_kept_until_every_transcript_is_read_again(old_store, tmp_path, embedder):
+def test_the_earlier_copy_is_kept_until_every_transcript_is_read_again(old_store, tmp_path, embedder, capsys):
     report = ingest([_folder(tmp_path) / "one.txt"], old_store, embedder=embedder)
     assert any("1 of the 2 transcript(s) stored by chunker version" in n for n in report.notes)
     assert _versions(old_store) == [CHUNKER_VERSION - 1, CHUNKER_VERSION]
+    assert _store.Store(old_store).earlier_copies() == {CHUNKER_VERSION - 1: (2, 1)}
+    from rag.cli import main
+
+    assert main(["stats", "--store", str(old_store.store)]) == 0
+    assert f"note: 1 transcript(s) stored by an earlier version of rag (chunker version {CHUNKER_VERSION - 1})" in capsys.readouterr().out
     report = ingest([_folder(tmp_path)], old_store, embedder=embedder)
     assert any(f"removed the earlier copy of 2 transcript(s) stored by chunker version {CHUNKER_VERSION - 1}" in n
                for n in report.notes)
