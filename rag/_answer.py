@@ -270,6 +270,51 @@ def named(name: str, sp: Speaker | None) -> str:
     return name
 
 
+_ROLE_PHRASE = {"interviewer": "asks the questions in", "interviewee": "answers the questions in",
+                "comment": "commented on"}  # "comment": a reader whose comment follows a transcript
+
+
+def and_list(items: Sequence[str]) -> str:
+    """Items as prose: "a", "a and b", "a, b and c"."""
+    return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+_ROLE_PLURAL = {"interviewer": "ask the questions in", "interviewee": "answer the questions in"}
+
+
+def role_holders(role: str, names: Sequence[str], shown: int = 8) -> str:
+    """The people with a role, when a question asks who has it and many do ("12 people ask the
+    questions in the transcripts searched: A, B, ... and 4 more.")."""
+    listed = list(names[:shown]) + ([f"{len(names) - shown} more"] if len(names) > shown else [])
+    return f"{len(names)} people {_ROLE_PLURAL.get(role, 'speak in')} the transcripts searched: {and_list(listed)}."
+
+
+def who_is(people: Sequence[tuple[Speaker, str]]) -> str:
+    """Who the named people are, as the transcripts' speaker lists give them: ``people`` is each
+    (speaker record, transcript title) pair, e.g. "Amar Shah (AS; National Clinical Director for
+    Improvement at NHS England) answers the questions in “NHS IMPACT: in conversation with Amar
+    Shah”." One sentence per person, their transcripts grouped by role and description."""
+    by_person: dict[str, dict[tuple[str, str, str], list[str]]] = {}
+    for sp, title in people:
+        key = (sp.tag if sp.tag.casefold() != sp.name.casefold() else "", sp.description, sp.role)
+        titles = by_person.setdefault(sp.name, {}).setdefault(key, [])
+        if title not in titles:
+            titles.append(title)
+    lines = []
+    for name, groups in by_person.items():
+        clauses = []
+        for (tag, description, role), titles in groups.items():
+            about = "; ".join(x for x in (tag, description) if x)
+            shown = and_list([f"“{t}”" for t in titles[:3]] + ([f"{len(titles) - 3} more"] if len(titles) > 3 else []))
+            clauses.append((about, f"{_ROLE_PHRASE.get(role, 'speaks in')} {shown}"))
+        if len(clauses) == 1:
+            about, does = clauses[0]
+            lines.append(f"{name}{f' ({about})' if about else ''} {does}.")
+        else:
+            lines.append(f"{name}: " + "; ".join(f"{f'as {about}, ' if about else ''}{does}" for about, does in clauses) + ".")
+    return " ".join(lines)
+
+
 def attribution(p: Passage, name: str | None = None) -> str:
     """Who says the answer's words, for the prose; ``name`` is the answerer as the answer names
     them (default: the passage's speaker)."""

@@ -22,7 +22,7 @@ from . import _answer, _derived, _snapshot
 from ._decide import decide
 from ._embed import Embedder
 from ._errors import StoreMissingError, StoreUnavailableError
-from ._records import Answer, Citation, Passage, Retrieved
+from ._records import Answer, Citation, Passage, Retrieved, Speaker
 from ._rank import Candidates, weight_vector
 from ._query import HistoryTurn, QueryPlan, plan
 from ._retrieve import Index, candidates, rank, to_retrieved, top_indices
@@ -360,7 +360,16 @@ class Engine:
         notice = premise = ""
         use_llm = (llm if llm is not None else bool(self.settings.llm or self._chat_model)) and not abstained
         said_by_others = None if use_llm else self._said_by_others(query, top, evidence_vec)
-        if said_by_others is not None:
+        who = "" if use_llm or not query.who_is else self._who_is(query)
+        if who:
+            # "Who is Amar Shah?": the speaker lists say who they are; their own words (or others'
+            # about them) are quoted beside only where they bear on it as an answer would
+            text, citations = who, []
+            if evidence >= self.settings.abstain_threshold:
+                quoted, citations = _answer.compose(top, chosen, speakers=_answer.manifest_speakers(self._manifest))
+                text = f"{who}\n\n{quoted}" if citations else who
+            abstained = False
+        elif said_by_others is not None:
             text, citations = said_by_others
             abstained, premise = False, "speaker"
         elif abstained:
@@ -397,6 +406,32 @@ class Engine:
             speakers=list(query.speakers),
             premise=premise,
         )
+
+    def _who_is(self, query: QueryPlan) -> str:
+        """Who the people a "Who is X?" question names are, from the transcripts' speaker lists
+        (name, tag, description, role, in which transcripts); "" when it names nobody known."""
+        everyone = self.index().corpus.people_in(query, limit=0)
+        names = {sp.name for sp in everyone}
+        if len(names) > 3 and not query.speakers and len(query.roles) == 1:
+            # "Who are the interviewers?" across many hearings: name them rather than describe each
+            return _answer.role_holders(query.roles[0], sorted(names))
+        if len(names) > 3:
+            return ""
+        scope = query.filters.get("transcript")
+        scope = {scope} if isinstance(scope, str) else set(scope or ())
+        people = [(sp, info.title or tid) for tid, info in self._manifest.items() if not scope or tid in scope
+                  for sp in info.speakers if sp.name in names]
+        index = self.index()
+        for name in query.speakers:
+            if name in names:
+                continue
+            # a reader who commented has no entry in the speaker lists: their comments say who they are
+            for i in index.rows({"speaker": name}) if name else ():
+                p = index.passages[int(i)]
+                if p.speaker == name and p.kind == "comment" and (not scope or p.transcript in scope):
+                    people.append((Speaker(name, name, "comment", f"a reader, {p.comment_date}".rstrip(", ")),  # type: ignore[arg-type]
+                                   p.title or p.transcript))
+        return _answer.who_is(people)
 
     def _said_by_others(self, query: QueryPlan, top: list[Retrieved],
                         evidence_vec: np.ndarray) -> tuple[str, list[Citation]] | None:
@@ -478,7 +513,9 @@ class Engine:
 
         chosen = _answer.select_sentences(query.text, q_vec, pool, self._sentence_vectors, cfg=self.settings.answer,
                                           idf=self._idf, answer_type=query.answer_type,
-                                          named=named if query.refers else None, parts=query.parts)
+                                          named=named if query.refers else None, parts=query.parts,
+                                          # "Who is X?" quotes X's own words only
+                                          exclude=(lambda p, f: not named(p, f)) if query.who_is else None)
         pool_ranks = [top.index(r) for r in pool]
         chosen = [dataclasses.replace(c, passage_rank=pool_ranks[c.passage_rank]) for c in chosen]
         # the evidence is judged on the best sentence of the first few passages the question may be

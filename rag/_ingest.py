@@ -430,6 +430,7 @@ def ingest(
                     if on_file:
                         on_file(r)
         sources.save()
+        notes += store.drop_older_versions()
         writing.close()  # every write is done: a kill from here on leaves nothing to recover
         _write_snapshot(store, settings, notes)
     return IngestReport(results, notes)

@@ -35,8 +35,11 @@ _ROLE_WORDS = {
     "interviewer": ("role", "interviewer"),
     "interviewers": ("role", "interviewer"),
     "host": ("role", "interviewer"),
+    "hosts": ("role", "interviewer"),
     "interviewee": ("role", "interviewee"),
+    "interviewees": ("role", "interviewee"),
     "guest": ("role", "interviewee"),
+    "guests": ("role", "interviewee"),
     "witness": ("role", "interviewee"),
     "witnesses": ("role", "interviewee"),
     "reader": ("kind", "comment"),
@@ -83,6 +86,8 @@ class SpeakerEntry:
     phrases: list[str]  # folded full names and aliases
     heads: set[str] = field(default_factory=set)  # the titles' head nouns ("minister" of "Minister of Finance")
     title_phrases: set[str] = field(default_factory=set)  # each title's words, joined ("minister finance")
+    # a tag in capitals that is also a common word ("AS", "IT"): a name only when written so
+    caps: set[str] = field(default_factory=set)
 
 
 
@@ -114,7 +119,7 @@ class Corpus:
         for sp in speakers:
             self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
         self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
-        self._init_speakers(_speaker_entries(speakers))
+        self._init_speakers(_speaker_entries(speakers), speakers)
         self._texts: Callable[[], Iterable[str]] = lambda: (p.text for p in passages)
         # transcripts by what names them: title, file name, and the people interviewed in them
         self.titles: dict[str, str] = {}
@@ -126,21 +131,22 @@ class Corpus:
                 self.people.setdefault(p.speaker, set()).add(p.transcript)
 
     @classmethod
-    def restored(cls, entries: list[SpeakerEntry], *, words: set[str], titles: dict[str, str],
-                 people: dict[str, set[str]], texts: Callable[[], Iterable[str]]) -> "Corpus":
+    def restored(cls, entries: list[SpeakerEntry], speakers: list[Speaker], *, words: set[str],
+                 titles: dict[str, str], people: dict[str, set[str]], texts: Callable[[], Iterable[str]]) -> "Corpus":
         """A Corpus from what ``__init__`` computed, read back (rag/_snapshot.py); ``texts``:
         every passage's answer text, in order, when asked for."""
         self = cls.__new__(cls)
         self.words, self.titles, self.people, self._texts = words, titles, people, texts
-        self._init_speakers(entries)
+        self._init_speakers(entries, speakers)
         return self
 
-    def _init_speakers(self, entries: list[SpeakerEntry]) -> None:
+    def _init_speakers(self, entries: list[SpeakerEntry], speakers: list[Speaker]) -> None:
         self.speakers = entries
+        self._speakers = speakers
         self._as_word: dict[str, bool] = {}
         self._by_word: dict[str, list[SpeakerEntry]] = {}  # a name or title word -> its speakers
         for e in self.speakers:
-            for w in e.names | e.titles:
+            for w in e.names | e.titles | e.caps:
                 self._by_word.setdefault(w, []).append(e)
 
     def _used_as_word(self, word: str) -> bool:
@@ -162,6 +168,26 @@ class Corpus:
             elif toks and all(t in s.names or t in s.titles for t in toks):
                 out.append(s.name)
         return out
+
+    def people_in(self, query: "QueryPlan", limit: int = 3) -> list[Speaker]:
+        """The speaker records of the people a question names, or of those with the roles it
+        names, within its transcript filter; none when a role names more than ``limit`` people."""
+        scope = query.filters.get("transcript")
+        scope = {scope} if isinstance(scope, str) else set(scope or ())
+        out = [s for s in self._speakers if s.name in query.speakers]
+        if not out and query.roles:
+            out = [s for s in self._speakers if s.role in query.roles and (not scope or self.people.get(s.name, set()) & scope)]
+        names = list(dict.fromkeys(s.name for s in out))
+        return [] if limit and len(names) > limit else out
+
+    def describe(self, query: "QueryPlan") -> str:
+        """The named people as the transcripts present them: name, tag, description, aliases."""
+        parts: list[str] = []
+        for s in self.people_in(query):
+            for label in (s.name, s.tag, s.description, *s.aliases):
+                if label and label not in parts:
+                    parts.append(label)
+        return ", ".join(parts) or query.evidence_text
 
     def residual_topic(self, question: str, query: "QueryPlan") -> list[str]:
         """Content words of the question once speaker references and request words are removed:
@@ -232,12 +258,16 @@ class Corpus:
         candidates = {id(e): e for _, _, w in toks for e in self._by_word.get(w, ())}
         refs: list[_Reference] = []
         for e in candidates.values():
+            def is_name(i: int) -> bool:
+                a, b, w = toks[i]
+                return (w in e.names and i not in lower) or (w in e.caps and question[a:b].isupper())
+
             i = 0
             while i < len(toks):
                 w = toks[i][2]
-                if w in e.names and i not in lower:
+                if is_name(i):
                     j = i
-                    while j + 1 < len(toks) and toks[j + 1][2] in e.names and j + 1 not in lower:
+                    while j + 1 < len(toks) and is_name(j + 1):
                         j += 1
                     if j == i and i and toks[i - 1][2] in _DETERMINERS | {"a", "an"}:
                         i += 1  # "the Bill", "this Will": a word that is also a name, used as a word
@@ -324,6 +354,8 @@ def _speaker_entries(speakers: list[Speaker]) -> list[SpeakerEntry]:
             for w in words(fold(label)):
                 if w not in _HONORIFICS and len(w) >= 2 and w not in STOPWORDS:
                     e.names.add(w)
+        if s.tag.isupper() and len(s.tag) >= 2 and fold(s.tag) in STOPWORDS:
+            e.caps.add(fold(s.tag))
         for label in [s.description, *s.aliases, s.tag, s.name]:
             e.titles.update(w for w in words(fold(label)) if w not in STOPWORDS and len(w) > 2)
             for n, part in enumerate(_TITLE_PARTS.split(fold(label))):
@@ -630,6 +662,7 @@ class QueryPlan:
     unknown_names: list[str] = field(default_factory=list)  # capitalised words the corpus never has
     topic: list[str] = field(default_factory=list)  # content words once speakers and request words go
     parts: list[str] = field(default_factory=list)  # what a question asking several things asks (question_parts)
+    who_is: bool = False  # it asks who the people it names are ("Who is Amar Shah?"), not what they said
 
     @property
     def refers(self) -> bool:
@@ -658,6 +691,22 @@ def scope_of(question: str, corpus: Corpus) -> list[str]:
     return []
 
 
+# "Who is Amar Shah?", "Who's AS?", "Who was the interviewer?", "Tell me about the guest.": what
+# follows the request names people and nothing else
+_WHO_IS = re.compile(r"^\s*(?:and\s+)?(?:(?:who(?:'s|’s|\s+(?:is|was|are|were))|tell\s+(?:me|us)\s+(?:more\s+)?about|"
+                     r"what\s+do\s+(?:we|you)\s+know\s+about)\s+(?P<who>.+?)|"
+                     # "What is his job?", "What's Amar Shah's role?", "What does she do?"
+                     r"what(?:'s|’s|\s+is|\s+was)\s+(?P<whose>.+?)(?:'s|’s|\s+(?:his|her|their))?\s+(?:job|role|title|position|"
+                     r"occupation|profession|background)|what\s+(?:does|did)\s+(?P<doer>.+?)\s+do(?:\s+for\s+a\s+living)?)[\s?.!]*$", re.I)
+
+
+def asks_who(question: str, query: QueryPlan, corpus: Corpus) -> bool:
+    """Does the question ask who the people it names are, with no subject besides them?"""
+    m = _WHO_IS.match(question)
+    who = m and (m.group("who") or m.group("whose") or m.group("doer"))
+    return bool(who and query.refers and not query.unknown_names and not corpus.residual_topic(who, query))
+
+
 def plan(question: str, history: list[HistoryTurn], corpus: Corpus, filters: dict[str, Any] | None,
          rarity: Callable[[str], float], *, strip_request: bool = True, title_neutral: bool = True,
          scope: bool = True) -> QueryPlan:
@@ -681,4 +730,10 @@ def plan(question: str, history: list[HistoryTurn], corpus: Corpus, filters: dic
         draft.evidence_text = corpus.neutralize(topic_text, draft)
     draft.unknown_names = corpus.unknown_names(res.text)
     draft.topic = corpus.residual_topic(res.text, draft)
+    # (a follow-up's own words say whom it asks about: "Who is she?" after "What did the reader say?")
+    draft.who_is = asks_who(question if res.followup else res.text, draft, corpus)
+    if draft.who_is:
+        # the sentences that say who they are read like what the transcripts say of them: their
+        # names with their titles or descriptions ("Amar Shah, National Clinical Director ...")
+        draft.embed_text = draft.evidence_text = corpus.describe(draft)
     return draft

@@ -14,26 +14,29 @@ from statistics import median
 from ._records import Speaker, Turn
 from ._text import STOPWORDS
 
-# Courtesy and chairing phrases (generic English meeting language).
+# Courtesy and chairing phrases: generic English meeting language. Words of one kind of meeting
+# ("merci", "petition", "the member for", "point of order", "five-minute", "Chair" as a form of
+# address) were taken out: ingested without them, the training split's ranking was the same
+# (cross-validated hit@1 0.697, hit@5 0.852 against 0.849) and so was the development set's
+# (docs/EVALUATION.md, ablation).
 _PROCEDURAL = re.compile(
-    r"\b(thank(s| you)( very much| so much)?|merci|welcome|good (morning|afternoon|evening)|"
+    r"\b(thank(s| you)( very much| so much)?|welcome|good (morning|afternoon|evening)|"
     r"go ahead|please (proceed|continue|go ahead)|carry on|over to you|(you have|has) the floor|"
     r"the floor is (yours|now)|(is|are) next|next (question|speaker)|i (now )?call( on| upon)?|"
     r"(i'll|i will|we'll|we will|let's|let me) (now )?(go|turn|move|come|bring|hand) (it |over )?(to|in|back)|"
     r"(your|the) time is (up|over)|(you have|there are|there's) (\w+ )?(seconds|minutes?) (left|remaining)|"
     r"order,? please|the meeting is (adjourned|suspended)|we will (now )?(suspend|resume|adjourn)|"
-    r"okay|ok|all right|alright|right|sure|yes|no|great|excellent|fine|very good|indeed|chair|chairman|madam|sir|"
-    r"(can|could) you hear me|you're (on )?mute[d]?|point of order|(we'll|we will|i'll|i will|let's) (now )?(continue|begin|start|go|move on|wait)( with| to)?|"
-    r"(the )?next (petition|question|questions|speaker|round)( will be| is| are)?( presented)?( by| from)?|"
+    r"okay|ok|all right|alright|right|sure|yes|no|great|excellent|fine|very good|indeed|madam|sir|"
+    r"(can|could) you hear me|you're (on )?mute[d]?|(we'll|we will|i'll|i will|let's) (now )?(continue|begin|start|go|move on|wait)( with| to)?|"
+    r"(the )?next (question|questions|speaker)( will be| is| are)?( by| from)?|"
     r"(the floor|it is) (now )?(goes|going|over) to|you (now )?have the floor|(please )?keep it (brief|short)|"
-    r"(please )?(provide|give) a (short|brief) (response|answer)|(you have|there is) (time|about|just) ?(for )?(one|a) (more )?(short|brief|final)? ?(question|minute|response)s?|"
-    r"(honourable|honorable|hon\.) (member|minister)|the member for|five-minute|one-minute|round)\b",
+    r"(please )?(provide|give) a (short|brief) (response|answer)|(you have|there is) (time|about|just) ?(for )?(one|a) (more )?(short|brief|final)? ?(question|minute|response)s?)\b",
     re.I,
 )
 _ASK = re.compile(
     r"^(could|can|would|will|do|does|did|is|are|was|were|have|has|what|why|how|when|where|which|who)\b|"
     # imperatives ask only at the head of the sentence: "Tell us...", "Please explain..."
-    r"^((so|and|now|then|finally|lastly|perhaps|maybe|please|minister|chair)\b[,\s]+)*(tell (me|us)|explain|describe)\b|"
+    r"^((so|and|now|then|finally|lastly|perhaps|maybe|please)\b[,\s]+)*(tell (me|us)|explain|describe)\b|"
     r"\b(i('d| would) like to ask|my (first |next |last |final )?question|i want to ask|can i ask|may i ask|"
     r"i wonder(ed)? (if|whether)|could you|can you|would you)\b",
     re.I,

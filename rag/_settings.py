@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-CHUNKER_VERSION = 6  # bump when passages, their embedded text or the data stored with them change (5: questions stored once; 6: and sentence vectors)
+CHUNKER_VERSION = 7  # bump when passages, their embedded text or the data stored with them change (5: questions stored once; 6: and sentence vectors; 7: roles read with generic meeting wording only)
 
 
 # Fitted by `rag fit` on ../shared/data/qmsum-committee-train (24 hearings, 284 questions),

@@ -299,8 +299,8 @@ def _write_content(tmp: Path, collection: str, view: View) -> None:
     (tmp / "rows.json").write_text(json.dumps({"keys": keys, "at": at}, ensure_ascii=False), encoding="utf-8")
     _save(tmp / "rows.npy", np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, dtype=np.int64))
     c = index.corpus
-    entries = [[e.name, e.role, sorted(e.names), sorted(e.titles), e.phrases, sorted(e.heads), sorted(e.title_phrases)]
-               for e in c.speakers]
+    entries = [[e.name, e.role, sorted(e.names), sorted(e.titles), e.phrases, sorted(e.heads), sorted(e.title_phrases),
+                sorted(e.caps)] for e in c.speakers]
     corpus = {"words": sorted(c.words), "titles": c.titles, "people": {k: sorted(v) for k, v in c.people.items()},
               "vocab": sorted(index.vocab), "speakers": entries}
     (tmp / "corpus.json").write_text(json.dumps(corpus, ensure_ascii=False), encoding="utf-8")
@@ -443,9 +443,9 @@ def _read_content(path: Path, meta: dict[str, Any], fingerprint: str) -> View:
             rows[key][v] = flat[at[j] : at[j + 1]]
             j += 1
     c = json.loads((path / "corpus.json").read_text(encoding="utf-8"))
-    entries = [SpeakerEntry(name, role, set(names), set(titles), list(phrases), set(heads), set(title_phrases))
-               for name, role, names, titles, phrases, heads, title_phrases in c["speakers"]]
-    corpus = Corpus.restored(entries, words=set(c["words"]), titles=c["titles"],
+    entries = [SpeakerEntry(name, role, set(names), set(titles), list(phrases), set(heads), set(title_phrases), set(caps))
+               for name, role, names, titles, phrases, heads, title_phrases, caps in c["speakers"]]
+    corpus = Corpus.restored(entries, speakers, words=set(c["words"]), titles=c["titles"],
                              people={k: set(v) for k, v in c["people"].items()}, texts=passages.joined_texts)
     bm25 = bm25_answer = None
     if n:

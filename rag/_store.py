@@ -92,6 +92,15 @@ def collection_names(model: str) -> tuple[str, str]:
     return f"p_{slug}_c{CHUNKER_VERSION}", f"m_{slug}_c{CHUNKER_VERSION}"
 
 
+def _version_of(name: str, model: str) -> int | None:
+    """The chunker version of one of this model's collections (``p_<model>_c<N>``, ``m_...``,
+    ``s_...``), or None for any other collection (another model's, a rebuild's copy)."""
+    p_name, _ = collection_names(model)
+    stem = p_name[1:].rsplit("_c", 1)[0]  # "_<model>"
+    m = re.fullmatch(rf"[pms]{re.escape(stem)}_c(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
 def _unavailable(settings: Settings, exc: Exception) -> StoreUnavailableError:
     text = f"{type(exc).__name__} {exc}".lower()
     if "timeout" in text or "timed out" in text:
@@ -290,9 +299,62 @@ class Store:
         except Exception as exc:  # chromadb raises NotFoundError / ValueError by version
             if _is_connection_error(exc):
                 raise
+            older = self.older_versions()
+            if older:
+                n = sum(older.values())
+                raise StoreMissingError(
+                    f"{self.settings.describe_store()} holds {n} transcript(s) read by an earlier version of rag "
+                    f"(chunker version {', '.join(map(str, sorted(older)))}; this one reads transcripts as version "
+                    f"{CHUNKER_VERSION})",
+                    "Run `rag ingest` on your transcript folders again to read them with this version; the earlier "
+                    "copy is removed once every transcript in it is in.",
+                ) from None
             raise StoreMissingError(
                 f"no index for model {self.settings.model} in {self.settings.describe_store()}"
             ) from None
+
+    def older_versions(self) -> dict[int, int]:
+        """Chunker versions other than this one that hold this model's transcripts (a store
+        written before an upgrade), with their transcript counts."""
+        out = {}
+        for name in self._collection_names():
+            v = _version_of(name, self.settings.model)
+            if v is not None and v != CHUNKER_VERSION and name.startswith("m"):
+                out[v] = self._client.get_collection(name, embedding_function=None).count()
+        return out
+
+    def earlier_copies(self) -> dict[int, tuple[int, int]]:
+        """Per other chunker version holding this model's transcripts: (transcripts it holds, how
+        many of them this version does not hold yet)."""
+        current = set(self.manifest())
+        out = {}
+        _, m_name = collection_names(self.settings.model)
+        for v in sorted(self.older_versions()):
+            old_m = self._client.get_collection(m_name.rsplit("_c", 1)[0] + f"_c{v}", embedding_function=None)
+            ids = {i for got in self._pages(old_m, []) for i in got["ids"]}
+            out[v] = (len(ids), len(ids - current))
+        return out
+
+    def drop_older_versions(self) -> list[str]:
+        """Under the ingest lock: remove the collections of other chunker versions of this model
+        whose every transcript is now stored in this version (their passages are never read
+        again); an earlier version still holding a transcript this one lacks is kept, and said.
+        Returns notes for the ingest report."""
+        notes = []
+        names = self._collection_names()
+        for v, (n, missing) in self.earlier_copies().items():
+            if missing:
+                notes.append(f"{missing} of the {n} transcript(s) stored by chunker version {v} are not yet read by "
+                             f"this version ({CHUNKER_VERSION}): ingest their folders again to search them (the earlier "
+                             "copy is kept until then)")
+                continue
+            with self._guard():
+                for name in sorted(names):
+                    if _version_of(name, self.settings.model) == v:
+                        self._client.delete_collection(name)
+            notes.append(f"removed the earlier copy of {n} transcript(s) stored by chunker version {v}: "
+                         f"all are stored by this version ({CHUNKER_VERSION})")
+        return notes
 
     @contextlib.contextmanager
     def _try_ingest_lock(self) -> Iterator[bool]:

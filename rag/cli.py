@@ -310,11 +310,17 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         }
         for info in sorted(manifest.values(), key=lambda i: i.id)
     ]
+    # transcripts an earlier chunker version holds that this one has not read yet (after an upgrade)
+    unread = {v: missing for v, (_, missing) in store.earlier_copies().items() if missing}
     if args.json:
         print(json.dumps({"store": settings.describe_store(), "transcripts": data,
-                          "passages": sum(d["passages"] for d in data)}, indent=2))
+                          "passages": sum(d["passages"] for d in data),
+                          "not_yet_read": {str(v): n for v, n in unread.items()}}, indent=2))
         return 0
     print(f"store: {safe(settings.describe_store())}  ({len(data)} transcripts, {sum(d['passages'] for d in data)} passages)")
+    for v, n in unread.items():
+        print(f"note: {n} transcript(s) stored by an earlier version of rag (chunker version {v}) are not searched "
+              "until their folders are ingested again")
     for d in data:
         kinds = ", ".join(
             f"{d['units_by_kind'].get(k, n)} {safe(k)}" + (f" in {n} passages" if d["units_by_kind"].get(k, n) != n else "")

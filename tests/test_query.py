@@ -314,3 +314,76 @@ def test_the_whole_name_written_picks_the_person_among_those_sharing_a_surname()
     assert corpus.speakers_in_question("What did Dr. David Blaney say about Brexit?")[0] == ["Dr David Blaney"]
     assert corpus.speakers_in_question("What did Steven Blaney ask?")[0] == ["Hon. Steven Blaney"]
     assert sorted(corpus.speakers_in_question("What did Blaney say?")[0]) == ["Dr David Blaney", "Hon. Steven Blaney"]
+
+
+# ---------------------------------------------------------------------------- "Who is X?"
+
+
+@pytest.mark.parametrize("question, who_is", [
+    ("Who is Amar Shah?", True),
+    ("who's Amar", True),
+    ("Tell me about the interviewer.", True),
+    ("Who is AS?", True),
+    ("Who is speaking about waiting lists?", False),  # a subject besides the person
+    ("What did Amar Shah say?", False),
+    ("Who is Zebedee Smith?", False),  # nobody the corpus knows
+])
+def test_who_is_asks_who_the_named_people_are(question, who_is):
+    q = plan(question, [], _amar_corpus(), None, _no_rarity)
+    assert q.who_is is who_is
+    if who_is:
+        # the answer's sentences are judged against what the transcripts say the person is
+        assert q.embed_text == q.evidence_text
+        assert ("Amar Shah" in q.embed_text) or ("PP" in q.embed_text)
+
+
+def test_a_tag_in_capitals_that_is_a_common_word_names_its_speaker_only_in_capitals():
+    corpus = _amar_corpus()  # Amar Shah is tagged AS
+    assert corpus.speakers_in_question("What did AS say about waiting lists?")[0] == ["Amar Shah"]
+    assert corpus.speakers_in_question("What was said as the lists grew?")[0] == []
+    assert corpus.speakers_in_question("what did as say about waiting lists")[0] == []
+
+
+def test_who_is_answers_from_the_speaker_list_and_quotes_only_the_persons_words(engine):
+    a = engine.ask("Who is Jane Doe?")
+    assert not a.abstained
+    assert a.text.startswith("Jane Doe (JD; Film director and screenwriter) answers the questions in "
+                             "“Making films on a shoestring”.")
+    assert all(c.speaker == "Jane Doe" for c in a.citations)
+    a = engine.ask("Who are the interviewers?")  # a role: the interviewers of both interviews
+    assert "Tom Reed (TR; Radio host) asks the questions in “Making films on a shoestring”." in a.text
+    assert "PP asks the questions in “A conversation with Amar Shah”." in a.text
+    assert all(c.speaker in ("Tom Reed", "PP") for c in a.citations)
+
+
+def test_many_holders_of_a_role_are_listed_not_described():
+    from rag._answer import role_holders, who_is
+
+    names = [f"Member {n}" for n in range(1, 11)]
+    assert role_holders("interviewer", names) == (
+        "10 people ask the questions in the transcripts searched: Member 1, Member 2, Member 3, Member 4, "
+        "Member 5, Member 6, Member 7, Member 8 and 2 more.")
+    many = [(Speaker("PM", "Pat Moe", "interviewee", "Minister"), f"Hearing {n}") for n in range(1, 6)]
+    assert who_is(many) == "Pat Moe (PM; Minister) answers the questions in “Hearing 1”, “Hearing 2”, “Hearing 3” and 2 more."
+
+
+@pytest.mark.parametrize("question", ["What is Jane Doe's job?", "What does Jane Doe do?", "Who's JD?"])
+def test_what_a_person_does_is_a_who_is_question(engine, question):
+    a = engine.ask(question)
+    assert not a.abstained
+    assert a.text.startswith("Jane Doe (JD; Film director and screenwriter) answers the questions in ")
+
+
+def test_who_is_he_after_an_answer_describes_the_person_quoted(engine):
+    first = engine.ask("What did Jane Doe say about the budget?")
+    a = engine.ask("What is her job?", history=[first])
+    assert a.resolved_question == "What is Jane Doe's job?"
+    assert a.text.startswith("Jane Doe (JD; Film director and screenwriter)")
+
+
+def test_who_is_a_reader_who_commented(seed_store, embedder):
+    engine = Engine(seed_store, embedder=embedder)
+    comment = engine.ask("What did the reader say?")
+    a = engine.ask("Who is she?", history=[comment])
+    assert not a.abstained
+    assert a.text.startswith("Thomas John Rose (a reader, 23 Feb 2024) commented on “NHS IMPACT: in conversation with Amar Shah”.")

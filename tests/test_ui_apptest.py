@@ -207,6 +207,17 @@ def test_ask_shows_answer_with_markers_and_source_cards(monkeypatch, seed_store)
     assert not [b for b in at.button if (b.key or "").startswith("example-")]
 
 
+def test_who_is_answer_is_shown_from_the_speaker_list(monkeypatch, seed_store):
+    at = start(monkeypatch, seed_store)
+    ask(at, "Who is the interviewer?")
+    [msg] = chat(at)
+    a = msg["answer"]
+    assert not a.abstained
+    [shown] = answer_bodies(at)
+    assert "PP (Interviewer for the Q community" in html.unescape(shown)
+    assert len(view_buttons(at)) == len(a.citations)  # a card per quote, none when nothing is quoted
+
+
 def test_example_button_asks_its_question(monkeypatch, seed_store):
     at = start(monkeypatch, seed_store)
     button = next(b for b in at.button if (b.key or "").startswith("example-"))
