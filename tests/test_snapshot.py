@@ -100,6 +100,7 @@ def _same_view(restored: Engine, built: Engine) -> None:
         {k: {v: list(rows) for v, rows in g.items()} for k, g in b._rows.items()}
     assert r.corpus.words == b.corpus.words and r.corpus.titles == b.corpus.titles and r.corpus.people == b.corpus.people
     assert r.corpus.speakers == b.corpus.speakers and r.corpus._by_word == b.corpus._by_word
+    assert r.corpus._speakers == b.corpus._speakers
     assert "\n".join(r.corpus._texts()) == "\n".join(b.corpus._texts())
     # a word is found in the same texts (words at a text's very start and end included)
     sample = {w for p in b.passages[:40] for w in (p.text.split() or [""])[:1] + (p.text.split() or [""])[-1:]}
