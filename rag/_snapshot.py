@@ -266,8 +266,11 @@ def write(settings: Settings, collection: str, view: View) -> Path | None:
         tmp.mkdir()
         _write_content(tmp, collection, view)
         _sync_folder(tmp)
-        if final.exists():  # damaged, or made by other code: replaced
-            shutil.rmtree(final, ignore_errors=True)
+        if final.exists():
+            if _meta(final, collection, index.fingerprint) is not None:  # another process wrote it meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+                return None
+            shutil.rmtree(final, ignore_errors=True)  # damaged, or made by other code: replaced
         try:
             os.rename(tmp, final)
         except OSError:  # another process put the same snapshot there first

@@ -357,3 +357,29 @@ def test_manifest_round_trip(two_stores):
     back = _snapshot._manifest_from(json.loads(json.dumps(_snapshot._manifest_json(manifest))))
     assert back == manifest
     assert all(dataclasses.is_dataclass(v) for v in back.values())
+
+
+def test_a_snapshot_another_process_wrote_meanwhile_is_kept(two_stores, tmp_path, monkeypatch):
+    """Two processes building the same snapshot at once: the second to finish keeps the first's
+    (readers may have it open) and removes its own temporary folder."""
+    from rag._engine import build_view
+
+    s, _ = two_stores
+    store = tmp_path / "store"
+    shutil.copytree(s.store, store)
+    s2 = s.model_copy(update={"store": store})
+    [snap] = _snapshots(s2)
+    before = (snap / "meta.json").read_bytes()
+    st = Store(s2)
+    view, whole = build_view(st, st.fingerprint())
+    assert whole
+    real, calls = _snapshot._meta, []
+
+    def not_there_at_first(*a, **k):  # the snapshot appears while this process builds its own
+        calls.append(1)
+        return None if len(calls) == 1 else real(*a, **k)
+
+    monkeypatch.setattr(_snapshot, "_meta", not_there_at_first)
+    assert _snapshot.write(s2, collection_names(s.model)[0], view) is None
+    assert len(calls) == 2
+    assert _snapshots(s2) == [snap] and (snap / "meta.json").read_bytes() == before
