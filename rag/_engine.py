@@ -693,8 +693,8 @@ def load_view(store: Store, settings: Settings, fingerprint: str) -> _snapshot.V
     if settings.snapshot and whole and store.fingerprint() == fingerprint:
         try:
             _snapshot.write(settings, collection, view)
-        except OSError:  # no room, or no rights: this process has its view; the next one tries again
-            pass
+        except (OSError, ValueError, TypeError):
+            pass  # no room, no rights, or data JSON cannot hold: this process has its view, the next one tries again
     return view
 
 
