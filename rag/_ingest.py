@@ -430,7 +430,9 @@ def ingest(
                     if on_file:
                         on_file(r)
         sources.save()
-        notes += store.drop_older_versions()
+        dropped = store.drop_older_versions()
+        notes += [note for _, note in dropped]
+        _snapshot.forget_collections(settings, [c for c, _ in dropped if c])
         writing.close()  # every write is done: a kill from here on leaves nothing to recover
         _write_snapshot(store, settings, notes)
     return IngestReport(results, notes)

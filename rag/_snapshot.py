@@ -42,7 +42,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -369,6 +369,16 @@ def _remove_others(base: Path, collection: str, keep: str) -> None:
     for d in base.iterdir():
         if d.name != keep and d.name.startswith(collection + "-") and not _TMP.search(d.name) and d.is_dir():
             shutil.rmtree(d, ignore_errors=True)
+
+
+def forget_collections(settings: Settings, collections: Iterable[str]) -> None:
+    """Snapshots of passage collections that are gone (an earlier chunker version's, removed by
+    ``Store.drop_older_versions``): nothing will read them again."""
+    base = folder(settings)
+    if not base.is_dir():
+        return
+    for collection in collections:
+        _remove_others(base, collection, keep="")
 
 
 # ---------------------------------------------------------------------------- read

@@ -335,25 +335,27 @@ class Store:
             out[v] = (len(ids), len(ids - current))
         return out
 
-    def drop_older_versions(self) -> list[str]:
+    def drop_older_versions(self) -> list[tuple[str, str]]:
         """Under the ingest lock: remove the collections of other chunker versions of this model
         whose every transcript is now stored in this version (their passages are never read
         again); an earlier version still holding a transcript this one lacks is kept, and said.
-        Returns notes for the ingest report."""
-        notes = []
+        Returns (passages collection removed, or "" when kept; note for the ingest report)."""
+        notes: list[tuple[str, str]] = []
+        p_name, _ = collection_names(self.settings.model)
         names = self._collection_names()
         for v, (n, missing) in self.earlier_copies().items():
             if missing:
-                notes.append(f"{missing} of the {n} transcript(s) stored by chunker version {v} are not yet read by "
-                             f"this version ({CHUNKER_VERSION}): ingest their folders again to search them (the earlier "
-                             "copy is kept until then)")
+                notes.append(("", f"{missing} of the {n} transcript(s) stored by chunker version {v} are not yet read "
+                                  f"by this version ({CHUNKER_VERSION}): ingest their folders again to search them (the "
+                                  "earlier copy is kept until then)"))
                 continue
             with self._guard():
                 for name in sorted(names):
                     if _version_of(name, self.settings.model) == v:
                         self._client.delete_collection(name)
-            notes.append(f"removed the earlier copy of {n} transcript(s) stored by chunker version {v}: "
-                         f"all are stored by this version ({CHUNKER_VERSION})")
+            notes.append((p_name.rsplit("_c", 1)[0] + f"_c{v}",
+                          f"removed the earlier copy of {n} transcript(s) stored by chunker version {v}: "
+                          f"all are stored by this version ({CHUNKER_VERSION})"))
         return notes
 
     @contextlib.contextmanager

@@ -44,6 +44,7 @@ def old_store(tmp_path, embedder, monkeypatch):
         m.setattr(_store, "CHUNKER_VERSION", CHUNKER_VERSION - 1)
         assert not ingest([_folder(tmp_path)], settings, embedder=embedder).failed
     assert _versions(settings) == [CHUNKER_VERSION - 1]
+    assert [d for d in (settings.store / "snapshots").iterdir() if f"_c{CHUNKER_VERSION - 1}-" in d.name]
     return settings
 
 
@@ -67,4 +68,6 @@ def test_the_earlier_copy_is_kept_until_every_transcript_is_read_again(old_store
     assert any(f"removed the earlier copy of 2 transcript(s) stored by chunker version {CHUNKER_VERSION - 1}" in n
                for n in report.notes)
     assert _versions(old_store) == [CHUNKER_VERSION]
+    # and the earlier version's query-time snapshots with them
+    assert [d.name for d in (old_store.store / "snapshots").iterdir() if f"_c{CHUNKER_VERSION - 1}-" in d.name] == []
     assert sorted(_store.Store(old_store).manifest()) == ["one.txt", "two.txt"]
