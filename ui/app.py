@@ -31,12 +31,15 @@ EXAMPLES = 4
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def example_questions(fingerprint: str, _passages: list, _roles: dict[tuple[str, str], str], n: int = EXAMPLES) -> list[str]:
+def example_questions(fingerprint: str, _engine, _roles: dict[tuple[str, str], str], n: int = EXAMPLES) -> list[str]:
     """Up to ``n`` short questions asked in the transcripts (by interviewers when roles are
-    known), spread across transcripts, in document order. Nothing hard-coded."""
+    known), spread across transcripts, in document order. Nothing hard-coded. Only the first
+    3 * ``n`` transcripts (by id) are read: the picks go round the transcripts in that order, so
+    a large archive is not read whole for four examples."""
     by_transcript: dict[str, list[tuple[int, str]]] = {}
     seen: set[str] = set()
-    for p in _passages:
+    first = sorted({t for t, _ in _roles})[: 3 * n]
+    for p in (p for t in first for p in _engine.passages(t)):
         if not p.question or p.question in seen:
             continue
         seen.add(p.question)
@@ -397,12 +400,11 @@ def conversations(settings) -> None:
 
 
 def welcome(engine, transcripts: dict[str, Any]) -> None:
-    passages = engine.passages()
     speakers = {(sp.name or sp.tag) for info in transcripts.values() for sp in info.speakers}
     c1, c2, c3 = st.columns(3)
     c1.metric("Transcripts", len(transcripts))
     c2.metric("Speakers", len(speakers))
-    c3.metric("Passages", len(passages))
+    c3.metric("Passages", sum(info.n_passages for info in transcripts.values()))
     items = []
     for tid, info in sorted(transcripts.items(), key=lambda kv: kv[1].title.lower())[:12]:
         who = ", ".join(f"{sp.name}" + (f" ({sp.role})" if sp.role and sp.role != "other" else "") for sp in info.speakers[:6])
@@ -414,7 +416,7 @@ def welcome(engine, transcripts: dict[str, Any]) -> None:
     ui.html_block(f"<ul>{''.join(items)}{more}</ul>", "rag-loaded")
     roles = {(tid, sp.tag): sp.role for tid, info in transcripts.items() for sp in info.speakers}
     fp = engine.fingerprint()
-    examples = example_questions(fp, passages, roles)
+    examples = example_questions(fp, engine, roles)
     if examples:
         st.markdown("**Try a question asked in the interviews:**")
         cols = st.columns(2)
