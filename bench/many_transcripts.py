@@ -203,6 +203,7 @@ def main() -> None:
         result["before"]["ask_s"], result["before"]["ask_timings_ms"] = round(took, 2), json.loads(out).get("timings_ms", {})
         result["before"]["stats_s"] = round(result["before"]["stats_s"], 2)
         C.log(f"before: {result['before']}")
+    Store(settings, create=True)  # a store built before generations gets one, as its next ingest gives it
     result["open_timings"] = open_timings(C.ROOT, store_dir, env)  # ends with manifest.cache saved
     (store_dir / "manifest.cache").unlink(missing_ok=True)
     result["stats_uncached_s"], _ = run(rag + ["stats"] + store_arg, env)  # the first read of a generation
