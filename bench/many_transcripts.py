@@ -15,9 +15,17 @@ once by the bundled model). Then, on that store, each timed as a user meets it:
   (the `ingest.unfinished` mark): both collections rebuilt from their records, re-embedding
   through the same template lookup.
 
+Opening the store is also timed piece by piece (`open_timings`, in a fresh process): `Store()`
+(with its check of the vector index files), `fingerprint()` and `manifest()`, the first read of a
+generation (from Chroma, saving `manifest.cache`) and a later one (from that copy). With
+`--before ROOT` (another checkout, e.g. the commit before a change), those timings and the `rag
+stats` / `rag ask` processes are run with that code too, on the same store in the same run.
+`--reads-only` stops after them (no prune, repair or recovery).
+
 Nothing is asserted; the figures go to docs/BENCHMARKS.md (section 8).
 
-    .venv/bin/python bench/many_transcripts.py [--n 100000] [--out FILE.json] [--keep DIR]
+    .venv/bin/python bench/many_transcripts.py [--n 100000] [--out FILE.json] [--keep DIR [--reuse]]
+        [--before ROOT] [--reads-only]
 """
 
 from __future__ import annotations
@@ -86,12 +94,55 @@ class TemplateEmbedder:
 
 
 def run(cmd: list[str], env: dict) -> tuple[float, str]:
+    """Run ``cmd`` in the checkout named by env's PYTHONPATH (``-m``/``-c`` put the working folder
+    first on sys.path), timed."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=env["PYTHONPATH"])
     took = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     return took, proc.stdout
+
+
+# run in a fresh process with a given checkout first on sys.path: what opening the store costs
+_OPEN_TIMINGS = """
+import json, os, sys, time
+from pathlib import Path
+store_dir = Path(sys.argv[1])
+t0 = time.perf_counter()
+from rag import load_settings
+from rag._store import Store
+out = {"import_s": time.perf_counter() - t0}
+settings = load_settings(store=store_dir)
+t0 = time.perf_counter()
+store = Store(settings)
+out["open_s"] = time.perf_counter() - t0
+if hasattr(store, "_index_files_problem"):
+    t0 = time.perf_counter()
+    out["index_files_problem"] = store._index_files_problem()
+    out["index_file_check_s"] = time.perf_counter() - t0
+fps = []
+for _ in range(3):
+    t0 = time.perf_counter()
+    store.fingerprint()
+    fps.append(time.perf_counter() - t0)
+out["fingerprint_s"] = sorted(fps)[1]
+cache = store_dir / "manifest.cache"
+if cache.exists():
+    cache.unlink()
+for key in ("manifest_first_s", "manifest_again_s"):
+    t0 = time.perf_counter()
+    n = len(store.manifest())
+    out[key] = time.perf_counter() - t0
+out["transcripts"] = n
+out["cache_mb"] = round(cache.stat().st_size / 2**20, 1) if cache.exists() else None
+print(json.dumps(out))
+"""
+
+
+def open_timings(root: Path, store_dir: Path, env: dict) -> dict:
+    took, out = run([sys.executable, "-c", _OPEN_TIMINGS, str(store_dir)], {**env, "PYTHONPATH": str(root)})
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
 
 
 def main() -> None:
@@ -101,6 +152,9 @@ def main() -> None:
     ap.add_argument("--keep", help="build in this folder and keep it (default: a temporary folder)")
     ap.add_argument("--reuse", action="store_true", help="the --keep folder holds a store built earlier: measure "
                                                           "on it without building (a killed run is recovered first)")
+    ap.add_argument("--before", help="another checkout: time opening the store, `rag stats` and `rag ask` with its code "
+                                     "too, on the same store in the same run")
+    ap.add_argument("--reads-only", action="store_true", help="stop after the reads (no prune, repair or recovery)")
     args = ap.parse_args()
 
     from rag import ingest, load_settings
@@ -140,9 +194,23 @@ def main() -> None:
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False", PYTHONPATH=str(C.ROOT))
     rag = [sys.executable, "-m", "rag.cli"]
     store_arg = ["--store", str(store_dir)]
+    question = ["ask", "--json", "What happened to waiting times?"]
+    if args.before:  # the same reads with the other checkout's code, first (it neither reads nor writes the cache)
+        before_env = {**env, "PYTHONPATH": str(Path(args.before).resolve())}
+        result["before"] = {"root": str(Path(args.before).resolve()), "open_timings": open_timings(Path(args.before), store_dir, env)}
+        result["before"]["stats_s"], _ = run(rag + ["stats"] + store_arg, before_env)
+        took, out = run(rag + question + store_arg, before_env)
+        result["before"]["ask_s"], result["before"]["ask_timings_ms"] = round(took, 2), json.loads(out).get("timings_ms", {})
+        result["before"]["stats_s"] = round(result["before"]["stats_s"], 2)
+        C.log(f"before: {result['before']}")
+    Store(settings, create=True)  # a store built before generations gets one, as its next ingest gives it
+    result["open_timings"] = open_timings(C.ROOT, store_dir, env)  # ends with manifest.cache saved
+    (store_dir / "manifest.cache").unlink(missing_ok=True)
+    result["stats_uncached_s"], _ = run(rag + ["stats"] + store_arg, env)  # the first read of a generation
+    result["stats_uncached_s"] = round(result["stats_uncached_s"], 2)
     result["stats_s"], out = run(rag + ["stats"] + store_arg, env)
     result["stats_first_line"] = out.splitlines()[0] if out else ""
-    result["ask_s"], out = run(rag + ["ask", "--json", "What happened to waiting times?"] + store_arg, env)
+    result["ask_s"], out = run(rag + question + store_arg, env)
     answer = json.loads(out)
     result["ask_abstained"] = answer["abstained"]
     result["ask_cited"] = answer["citations"][0]["quote"] if answer["citations"] else None
@@ -150,6 +218,9 @@ def main() -> None:
     want = next(k for k, (q, _) in enumerate(QA) if "waiting times" in q)
     result["ask_top5_right_template"] = sum(int(t[1:7]) % len(QA) == want for t in top)  # of 5
     result["ask_timings_ms"] = answer.get("timings_ms", {})
+    C.log(f"after: open {result['open_timings']}, stats {result['stats_s']:.2f} s, ask {result['ask_s']:.2f} s")
+    if args.reads_only:
+        return finish(result, args.out)
 
     # one file changed, the next one deleted (on a reused store: the first two still as built)
     as_built = (f for f in sorted(folder.glob("t*.txt")) if f.read_text(encoding="utf-8") == text_of(int(f.stem[1:])))
@@ -175,12 +246,17 @@ def main() -> None:
     result["recover_reembedded"] = embedder.encoded
     result["passages_after"] = Store(settings).count()
     result["transcripts_after"] = len(Store(settings).manifest())
+    finish(result, args.out)
+
+
+def finish(result: dict, out: str | None) -> None:
     result["load_after"] = C.loadavg()
     for k in ("stats_s", "ask_s", "prune_s"):
-        result[k] = round(result[k], 2)
+        if k in result:
+            result[k] = round(result[k], 2)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

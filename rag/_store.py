@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,10 @@ HTTP_CONNECT_TIMEOUT = 10.0
 _P_CONFIG = {"hnsw": {"space": "cosine"}}
 _REBUILD = "_rebuild"  # suffix of a collection's copy while it is rebuilt
 _UNFINISHED = "ingest.unfinished"  # present while an ingest writes (embedded stores)
+_GEN = "_gen"  # suffix of the manifest's name for the collection whose metadata is the store's generation
+_CACHE = "manifest.cache"  # the manifest as of one generation, in the store folder (embedded stores)
+_CACHE_FORMAT = 1
+_WRITER_SILENT = 600.0  # seconds after which an open generation of another host's writer counts as abandoned
 _HEALTH_TIMEOUT = 600.0  # seconds the child checking the vector index may take (it loads the index)
 # The vector index check, run in a child process (Store._index_health): exit 0 when the index
 # answers a count and a one-result search, 1 when Chroma raises, killed by a signal when
@@ -179,6 +184,7 @@ class Store:
         self._passages = None
         self._manifest = None
         self._sentences = None  # stored sentence vectors (rag/_derived.py); None: this store has none
+        self._gen = None  # the collection holding the generation (None: a store written before generations)
         self._lock_held = False  # this Store holds the ingest lock (and may finish rebuilds)
         self._stale = False  # the server lost our collections: look them up again before the next call
         self._connect()
@@ -241,6 +247,8 @@ class Store:
                 path = s.store
                 if not self.create and not writable(s.store):
                     path = self._working_copy()
+                if not self.create:  # before Chroma loads them (an ingest's recovery checks and rebuilds them)
+                    self._check_index_files()
                 self._client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
             self._open_collections()
         except StoreError:
@@ -288,6 +296,7 @@ class Store:
                               else self._client.get_or_create_collection(p_name, embedding_function=None, configuration=_P_CONFIG))
             self._manifest = (self._client.get_collection(m_live, embedding_function=None) if m_live
                               else self._client.get_or_create_collection(m_name, embedding_function=None))
+            self._gen = self._generation_collection(create=True, existing=existing)
             return
         try:
             if not p_live or not m_live:
@@ -296,6 +305,7 @@ class Store:
             self._manifest = self._client.get_collection(m_live, embedding_function=None)
             if s_live:
                 self._sentences = self._client.get_collection(s_live, embedding_function=None)
+            self._gen = self._generation_collection(create=False, existing=existing)
         except Exception as exc:  # chromadb raises NotFoundError / ValueError by version
             if _is_connection_error(exc):
                 raise
@@ -516,17 +526,138 @@ class Store:
     # ------------------------------------------------------------------ manifest
 
     def manifest(self) -> dict[str, TranscriptInfo]:
-        got = self._read(lambda: self._records(self._manifest, ["metadatas"]))
-        out = {}
-        for tid, md in zip(got["ids"], got["metadatas"]):
-            out[tid] = _info(tid, md)
-        return out
+        """Every transcript's record. Read from Chroma (in pages), or, in an embedded store, from
+        the copy the last such read saved for the current generation (``manifest.cache``): reading
+        100,000 records from Chroma takes seconds, the copy a fraction of it."""
+        state = self._generation()
+        rows = self._cached_rows(state)
+        if rows is None:
+            got = self._read(lambda: self._records(self._manifest, ["metadatas"]))
+            rows = [_row(tid, md) for tid, md in zip(got["ids"], got["metadatas"])]
+            del got
+            if state is not None and not state["open"] and self._generation() == state:
+                self._save_rows(state, rows)  # no change began or ended during the read
+        return {row[0]: _info_of(row) for row in rows}
 
     def fingerprint(self) -> str:
-        """Changes whenever any transcript is added, changed or removed (by any process)."""
-        got = self._read(lambda: self._records(self._manifest, ["metadatas"]))
-        pairs = sorted((tid, md.get("version", "")) for tid, md in zip(got["ids"], got["metadatas"]))
-        return hashlib.sha1(json.dumps(pairs).encode()).hexdigest()
+        """Changes whenever any transcript is added, changed or removed (by any process), and not
+        otherwise: the store's generation, which every write of the manifest moves (``_changing``).
+        One small read, whatever the number of transcripts. A store written before generations
+        existed (until its next ingest) gets a digest of the whole manifest instead."""
+        state = self._generation()
+        if state is None:
+            got = self._read(lambda: self._records(self._manifest, ["metadatas"]))
+            pairs = sorted((tid, md.get("version", "")) for tid, md in zip(got["ids"], got["metadatas"]))
+            return hashlib.sha1(json.dumps(pairs).encode()).hexdigest()
+        fp = f"g{state['n']}-{state['token']}"
+        if state["open"] and not _writer_alive(state.get("owner", ""), state.get("at", 0.0)):
+            # its writer died inside a change: what it wrote may postdate a view made while it lived
+            fp += "-abandoned"
+        return fp
+
+    # ------------------------------------------------------------------ generation
+
+    def _generation_collection(self, create: bool, existing: set[str] | None = None) -> Any:
+        """The collection whose metadata is the store's generation (it holds no records, so no
+        vector index: reading it is one look-up). None when absent and not ``create``."""
+        name = collection_names(self.settings.model)[1] + _GEN
+        if existing is None:
+            existing = self._collection_names()
+        if name in existing:
+            return self._client.get_collection(name, embedding_function=None)
+        if not create:
+            return None
+        try:
+            return self._client.create_collection(name, embedding_function=None, metadata=_gen_meta(0, False))
+        except Exception as exc:  # another ingest made it meanwhile (a Store(create=True) opens before the lock)
+            if _is_connection_error(exc):
+                raise
+            return self._client.get_collection(name, embedding_function=None)
+
+    def _generation(self) -> dict[str, Any] | None:
+        """The generation now: ``{"n", "token", "open", "owner", "at"}``, or None for a store
+        written before generations (looked for again on each call, so that a reader notices the
+        first ingest that adds them)."""
+        def read() -> dict[str, Any] | None:
+            if self._gen is None:
+                self._gen = self._generation_collection(create=False)
+                if self._gen is None:
+                    return None
+            md = self._client.get_collection(self._gen.name, embedding_function=None).metadata or {}
+            if not isinstance(md.get("n"), int) or not md.get("token"):
+                return None
+            return {"n": md["n"], "token": md["token"], "open": bool(md.get("open")),
+                    "owner": md.get("owner", ""), "at": float(md.get("at", 0.0))}
+
+        try:
+            return self._read(read)
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _is_not_found(exc):  # deleted under us: as if absent
+                self._gen = None
+                return None
+            raise
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Bracket a change of the manifest: the generation moves to a new, open one before it and
+        to a new, closed one after it, so a reader that read the generation before the manifest
+        (``Engine.index``) sees a new one after any change. A writer killed inside leaves it open:
+        readers then see it as abandoned once that process is gone (``fingerprint``), and the
+        next ingest's recovery closes it."""
+        with self._guard():
+            if self._gen is None:
+                self._gen = self._generation_collection(create=True)
+            state = self._generation() or {"n": 0}
+            n = state["n"] + 1
+            self._gen.modify(metadata=_gen_meta(n, True))
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the change's own error is the one to report
+                self._gen.modify(metadata=_gen_meta(n + 1, False))
+            raise
+        with self._guard():
+            self._gen.modify(metadata=_gen_meta(n + 1, False))
+
+    def _cache_file(self) -> Path | None:
+        if self.settings.chroma_url:
+            return None
+        return (self.read_only_copy or self.settings.store) / _CACHE
+
+    def _cached_rows(self, state: dict[str, Any] | None) -> list[list] | None:
+        """The saved manifest rows if they are of generation ``state`` (closed), else None."""
+        path = self._cache_file()
+        if path is None or state is None or state["open"]:
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                head = json.loads(fh.readline())
+                if (head.get("format") != _CACHE_FORMAT or head.get("token") != state["token"]
+                        or head.get("collection") != self._manifest.name):
+                    return None
+                rows = json.loads(fh.read())
+        except (OSError, ValueError, AttributeError):
+            return None
+        return rows if isinstance(rows, list) and len(rows) == head.get("records") else None
+
+    def _save_rows(self, state: dict[str, Any], rows: list[list]) -> None:
+        """Save the manifest rows read at generation ``state`` for the next reader (written to a
+        temporary file, then renamed: a reader sees a whole file or the old one). Skipped when the
+        folder cannot take it (read-only, full): the cache only saves time."""
+        path = self._cache_file()
+        if path is None or self.read_only_copy is not None:
+            return
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        head = {"format": _CACHE_FORMAT, "token": state["token"], "collection": self._manifest.name, "records": len(rows)}
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(head) + "\n")
+                json.dump(rows, fh, ensure_ascii=False, separators=(",", ":"))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
 
     def source_text(self, transcript: str) -> str:
         got = self._read(lambda: self._manifest.get(ids=[transcript], include=["documents"]))
@@ -566,12 +697,13 @@ class Store:
                     sl = slice(i, i + _BATCH)
                     self._passages.upsert(ids=ids[sl], embeddings=matrix[sl], documents=docs[sl], metadatas=metas[sl])
             # the switch to the new versions: one record per transcript, in one write
-            self._manifest.upsert(
-                ids=[t.id for t, *_ in items],
-                embeddings=[[1.0]] * len(items),
-                documents=[t.text for t, *_ in items],
-                metadatas=[_manifest_meta(t, passages, file_hash) for t, passages, _, file_hash in items],
-            )
+            with self._changing():
+                self._manifest.upsert(
+                    ids=[t.id for t, *_ in items],
+                    embeddings=[[1.0]] * len(items),
+                    documents=[t.text for t, *_ in items],
+                    metadatas=[_manifest_meta(t, passages, file_hash) for t, passages, _, file_hash in items],
+                )
             for t, _, _, file_hash in items:
                 self.drop_stale(t.id, file_hash[:16])
 
@@ -674,17 +806,19 @@ class Store:
         if self.settings.chroma_url:
             return []
         unfinished = (self.settings.store / _UNFINISHED).exists()
-        health = self._index_health()
+        problem = self._index_files_problem()
+        health = "damaged" if problem else self._index_health()
         if not unfinished and health == "ok":
             return []
         notes = ["the last ingest did not finish" if unfinished else "the vector index did not answer"]
-        if health == "crashed":
-            # loading the index crashes Chroma, even to read the records: set its files aside first
+        if health in ("crashed", "damaged"):
+            # loading the index may crash Chroma, even to read the records: set its files aside first
             moved = self._set_aside_index_files()
             if moved is None:
                 raise _IndexDamaged(f"cannot rebuild the vector index in {self.settings.store}/: loading it crashes "
                                     "Chroma, and its files could not be moved aside", _DatabaseDamaged.help_message)
-            notes.append(f"the vector index files crashed Chroma when loaded: moved to {moved[0]}")
+            what = f"are damaged ({problem})" if problem else "crashed Chroma when loaded"
+            notes.append(f"the vector index files {what}: moved to {moved[0]}")
         try:
             m_got, ids, docs, metas, texts = self._recovery_records()
         except _IndexDamaged as first:
@@ -728,7 +862,7 @@ class Store:
                         documents=[m_got["documents"][i] for i in sl], metadatas=[m_got["metadatas"][i] for i in sl])
 
         fill_sentences = self._recovery_sentences(ids, docs, metas, rows, encode, notes)
-        with self._guard():
+        with self._guard(), self._changing():
             self._passages = self._replace(self._passages, _P_CONFIG, fill_passages)
             self._manifest = self._replace(self._manifest, None, fill_manifest)
             if fill_sentences is not None:
@@ -781,19 +915,56 @@ class Store:
                         texts.append(passage_from_meta(doc, md).embed_text)
         return m_got, ids, docs, metas, texts
 
-    def _index_dirs(self) -> list[Path]:
-        """The folders of both collections' vector index files (read from Chroma's SQLite file)."""
+    def _index_dirs(self, names: list[str] | None = None) -> list[Path]:
+        """The folders of the collections' vector index files (read from Chroma's SQLite file);
+        ``names``: of these collections (default: the open ones)."""
         import sqlite3
 
-        names = [self._passages.name, self._manifest.name] + ([self._sentences.name] if self._sentences is not None else [])
-        db = sqlite3.connect(f"file:{self.settings.store / 'chroma.sqlite3'}?mode=ro", uri=True)
+        folder = self.read_only_copy or self.settings.store
+        if names is None:
+            names = [self._passages.name, self._manifest.name] + ([self._sentences.name] if self._sentences is not None else [])
+        db = sqlite3.connect(f"file:{folder / 'chroma.sqlite3'}?mode=ro", uri=True)
         try:
             rows = db.execute(
                 "SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
                 f"WHERE s.scope = 'VECTOR' AND c.name IN ({','.join('?' * len(names))})", names).fetchall()
         finally:
             db.close()
-        return [self.settings.store / r[0] for r in rows if (self.settings.store / r[0]).is_dir()]
+        return [folder / r[0] for r in rows if (folder / r[0]).is_dir()]
+
+    def _index_files_problem(self) -> str | None:
+        """What is wrong with the collections' vector index files as written on disk (None:
+        nothing found), checked before Chroma loads them: some damage (random bytes inside
+        ``data_level0.bin``) makes its native code crash the process that loads them, even to
+        count or read records, and no Python code can catch that (``_hnsw_problem``)."""
+        p_name, m_name = collection_names(self.settings.model)
+        names = [p_name, m_name, _derived.collection_name(p_name)]
+        try:
+            dirs = self._index_dirs(names + [n + _REBUILD for n in names])
+        except Exception:  # no readable segment table: Chroma reports it itself
+            return None
+        for d in dirs:
+            problem = _hnsw_problem(d)
+            if problem:
+                return f"{d.name}/{problem}"
+        return None
+
+    def _check_index_files(self) -> None:
+        """Refuse to open a store whose vector index files would crash this process (embedded)."""
+        s = self.settings
+        problem = self._index_files_problem()
+        for wait in (0.1, 0.2, 0.4, 0.8):  # an ingest may be rewriting them right now: look again
+            if problem is None or not (s.store / _UNFINISHED).exists():
+                break
+            time.sleep(wait)
+            problem = self._index_files_problem()
+        if problem is None:
+            return
+        if (s.store / _UNFINISHED).exists():
+            raise _IndexDamaged(
+                f"the vector index in {s.store}/ is not whole ({problem}); an ingest is writing to it, or was killed",
+                "Ask again when the ingest is done; if none is running, run `rag ingest` to rebuild the index.")
+        raise _IndexDamaged(f"the vector index files in {s.store}/ are damaged ({problem})")
 
     def _set_aside_index_files(self) -> tuple[Path, list[tuple[Path, Path]]] | None:
         """Move the collections' vector index files to ``<store>/damaged-<time>/`` and reconnect,
@@ -889,7 +1060,7 @@ class Store:
             self._open_collections()  # finishes rebuilds: this Store holds the lock now
 
     def remove_transcript(self, transcript: str) -> None:
-        with self._guard():
+        with self._guard(), self._changing():
             self._manifest.delete(ids=[transcript])
             self._passages.delete(where={"transcript": transcript})
             if self._sentences is not None:
@@ -1174,23 +1345,127 @@ def passage_from_meta(doc: str, md: dict[str, Any], shared: dict[str, str] | Non
     )
 
 
-def _info(tid: str, md: dict[str, Any]) -> TranscriptInfo:
-    speakers = [
-        Speaker(tag=s["tag"], name=s["name"], role=s.get("role") or "other", description=s.get("description", ""),
-                aliases=s.get("aliases", []), turns=s.get("turns", 0), names=s.get("names", []))
-        for s in json.loads(md.get("speakers", "[]"))
-    ]
+_HNSW_HEADER = struct.Struct("<iQQQQQQiIQQQdQ")  # header.bin as Chroma's hnswlib writes it (persist version 1)
+
+
+def _hnsw_problem(folder: Path) -> str | None:
+    """Check one HNSW index as Chroma persisted it (``header.bin``, ``data_level0.bin``,
+    ``link_lists.bin``): every element's neighbour count within the graph's
+    degree and every neighbour an element of the graph, labels distinct, vectors finite and of
+    a sane size. Random bytes there make Chroma's native code read out of bounds and crash the
+    process (or search garbage). Vectorised over memory maps: about 1 ms per 1,000 elements.
+    Missing or empty files are left to Chroma, which reports them with an error of its own."""
+    header, level0 = folder / "header.bin", folder / "data_level0.bin"
+    try:
+        raw = header.read_bytes()
+        size0 = level0.stat().st_size
+    except OSError:
+        return None
+    if len(raw) != _HNSW_HEADER.size:
+        return None if not raw else f"header.bin: {len(raw)} bytes, not {_HNSW_HEADER.size}"
+    (_, off0, max_el, count, per_el, label_off, data_off, max_level, entry, max_m, max_m0, _m, _mult,
+     _ef) = _HNSW_HEADER.unpack(raw)
+    dim = (label_off - data_off) // 4
+    if (off0 != 0 or count > max_el or data_off != 4 + 4 * max_m0 or per_el != label_off + 8 or dim < 1
+            or max_m0 > 4096 or max_m > max_m0 or (count and not (0 <= max_level < 64 and entry < count))):
+        return "header.bin: inconsistent values"
+    if size0 < count * per_el:
+        return f"data_level0.bin: {size0} bytes for {count} elements of {per_el}"
+    if not count:
+        return None
+    data = np.memmap(level0, dtype=np.uint8, mode="r", shape=(count * per_el,))
+    links = np.ndarray((count, 1 + max_m0), dtype="<u4", buffer=data, strides=(per_el, 4))
+    if _links_problem(links, max_m0, count):
+        return "data_level0.bin: neighbour lists out of range"
+    labels = np.ndarray((count,), dtype="<u8", buffer=data, offset=label_off, strides=(per_el,))
+    if len(np.unique(labels)) != count:
+        return "data_level0.bin: repeated labels"
+    for at in range(0, count, 50_000):  # in slices: a float copy of all vectors at once would be large
+        n = min(50_000, count - at)
+        vecs = np.ndarray((n, dim), dtype="<f4", buffer=data, offset=at * per_el + data_off, strides=(per_el, 4))
+        with np.errstate(all="ignore"):
+            if not (np.abs(vecs) <= _HNSW_MAX_VALUE).all():  # NaN compares false
+                return "data_level0.bin: vectors not finite or out of range"
+    del data, links, labels
+    try:  # (length.bin holds norms in a cosine index, and nothing to check otherwise)
+        upper = np.fromfile(folder / "link_lists.bin", dtype="<u4")
+    except OSError:
+        return None
+    # link_lists.bin: per element, its upper levels' size in bytes, then those levels' lists
+    per_level = 1 + max_m
+    starts, at = [], 0
+    for _ in range(count):
+        if at >= upper.size:
+            return "link_lists.bin: shorter than its elements"
+        size = int(upper[at])
+        if size % (per_level * 4) or size // (per_level * 4) > max_level:
+            return "link_lists.bin: a level size out of range"
+        if size:
+            starts.append((at + 1, size // 4))
+        at += 1 + size // 4
+    if at != upper.size:
+        return "link_lists.bin: longer than its elements"
+    if starts:
+        rows = np.concatenate([upper[a : a + n] for a, n in starts]).reshape(-1, per_level)
+        if _links_problem(rows, max_m, count):
+            return "link_lists.bin: neighbour lists out of range"
+    return None
+
+
+_HNSW_MAX_VALUE = 1e6  # no embedding has a coordinate this large; random bytes as floats mostly do
+
+
+def _links_problem(rows: np.ndarray, degree: int, count: int) -> bool:
+    """Rows of [count word, neighbour ids…]: a count (its low 16 bits; the rest are flags) over
+    ``degree``, or a listed neighbour that is not an element."""
+    n = rows[:, 0] & 0xFFFF
+    if (n > degree).any():
+        return True
+    listed = np.arange(degree)[None, :] < n[:, None]
+    return bool(((rows[:, 1:] >= count) & listed).any())
+
+
+def _gen_meta(n: int, open_: bool) -> dict[str, Any]:
+    """A generation: its number, a token no other generation has, and while open who is writing."""
+    import uuid
+
+    return {"n": n, "token": uuid.uuid4().hex, "open": open_,
+            "owner": f"{os.uname().nodename}:{os.getpid()}" if open_ else "", "at": time.time()}
+
+
+def _writer_alive(owner: str, at: float) -> bool:
+    """Whether the process that opened a generation may still be writing: on this host, whether
+    it runs; on another (a shared server), whether it opened it less than _WRITER_SILENT ago."""
+    host, _, pid = owner.rpartition(":")
+    if host != os.uname().nodename or not pid.isdigit():
+        return time.time() - at < _WRITER_SILENT
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _row(tid: str, md: dict[str, Any]) -> list:
+    """A manifest record, decoded: the fields of TranscriptInfo in order (speakers as dicts), as
+    saved in ``manifest.cache``."""
+    return [tid, md.get("hash", ""), md.get("version", ""), md.get("title", tid), md.get("date", ""),
+            md.get("source", ""), md.get("format", ""), json.loads(md.get("speakers", "[]")),
+            json.loads(md.get("counts", "{}")), json.loads(md.get("units", "{}")),
+            json.loads(md.get("warnings", "[]")), float(md.get("ingested_at", 0.0))]
+
+
+def _info_of(row: list) -> TranscriptInfo:
+    tid, hash_, version, title, date, source, format_, speakers, counts, units, warnings, at = row
     return TranscriptInfo(
-        id=tid,
-        hash=md.get("hash", ""),
-        version=md.get("version", ""),
-        title=md.get("title", tid),
-        date=md.get("date", ""),
-        source=md.get("source", ""),
-        format=md.get("format", ""),
-        speakers=speakers,
-        counts=json.loads(md.get("counts", "{}")),
-        units=json.loads(md.get("units", "{}")),
-        warnings=json.loads(md.get("warnings", "[]")),
-        ingested_at=float(md.get("ingested_at", 0.0)),
-    )
+        id=tid, hash=hash_, version=version, title=title, date=date, source=source, format=format_,
+        speakers=[Speaker(tag=s["tag"], name=s["name"], role=s.get("role") or "other",
+                          description=s.get("description", ""), aliases=s.get("aliases", []),
+                          turns=s.get("turns", 0), names=s.get("names", [])) for s in speakers],
+        counts=counts, units=units, warnings=warnings, ingested_at=at)
+
+
+def _info(tid: str, md: dict[str, Any]) -> TranscriptInfo:
+    return _info_of(_row(tid, md))

@@ -130,6 +130,18 @@ def test_many_transcripts_bench_runs_small(tmp_path):
     for key in ("ingest_s", "stats_s", "ask_s", "prune_s", "repair_s", "recover_s"):
         assert r[key] > 0, key
 
+    # the reads again on the same store, also with a "before" checkout (here the same one)
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "many_transcripts.py"), "--n", str(n), "--keep",
+                           str(tmp_path / "work"), "--reuse", "--before", str(ROOT), "--reads-only", "--out", str(raw)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    r = json.loads(raw.read_text())
+    for timings in (r["open_timings"], r["before"]["open_timings"]):
+        assert timings["transcripts"] == n - 1 and timings["index_files_problem"] is None
+        assert timings["manifest_first_s"] > 0 and timings["cache_mb"] is not None
+    assert r["stats_uncached_s"] > 0 and r["before"]["stats_s"] > 0 and r["before"]["ask_s"] > 0
+    assert "prune_s" not in r and "recover_s" not in r
+
 
 def test_million_bench_tiny(tmp_path):
     """bench/million_bench.py at 300 passages: builds a `chroma run` folder through rag's store

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import errno
 import http.server
+import json
 import os
 import shutil
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +25,7 @@ import pytest
 import rag._engine
 import rag._ingest
 import rag._store
-from conftest import CORPUS, SEED
+from conftest import CORPUS, ROOT, SEED
 from rag import Engine, StoreError, StoreUnavailableError, ingest, load_settings
 from rag._chunk import chunk_transcript
 from rag._parse import parse_bytes
@@ -101,6 +104,145 @@ def test_recovery_of_a_store_of_more_than_5461_transcripts(tmp_path):
     assert any("rebuilt the vector index: 0 passages of 6000 transcripts" in x for x in notes), notes
     fresh_client_state()
     assert sorted(Store(settings).manifest()) == ids
+
+
+# ---------------------------------------------------------------------- 1: the cost of opening a large store
+
+
+def _manifest_from_chroma(store: Store) -> dict:
+    """The manifest decoded straight from Chroma's records, field by field (as before the cache)."""
+    got = store._records(store._manifest, ["metadatas"])
+    out = {}
+    for tid, md in zip(got["ids"], got["metadatas"]):
+        out[tid] = rag._store.TranscriptInfo(
+            id=tid, hash=md["hash"], version=md["version"], title=md["title"], date=md["date"], source=md["source"],
+            format=md["format"], speakers=[rag._store.Speaker(**sp) for sp in json.loads(md["speakers"])],
+            counts=json.loads(md["counts"]), units=json.loads(md["units"]), warnings=json.loads(md["warnings"]),
+            ingested_at=md["ingested_at"])
+    return out
+
+
+def _no_manifest_reads(monkeypatch) -> None:
+    def refuse(self, collection, include):
+        raise AssertionError(f"read every record of {collection.name}")
+    monkeypatch.setattr(Store, "_records", refuse)
+
+
+def test_the_fingerprint_moves_with_every_write_and_only_then(tmp_path, embedder, monkeypatch):
+    """The fingerprint was a digest of the whole manifest (590 ms at 3,168 transcripts, read up
+    to once a second by Engine.index); now it is the store's generation, moved by every write of
+    the manifest: an ingest that adds or changes a file, a prune, a recovery. Reading it reads
+    no manifest record."""
+    corpus = tmp_path / "c"
+    shutil.copytree(CORPUS, corpus)
+    (corpus / "second.txt").write_text("Interviewer: Where?\n\nGuest: In Leeds, by the river.\n", encoding="utf-8")
+    settings = load_settings(store=tmp_path / "store")
+    ingest([corpus], settings, embedder=embedder)
+    store = Store(settings)
+
+    def fp() -> str:
+        with monkeypatch.context() as m:
+            _no_manifest_reads(m)
+            return store.fingerprint()
+
+    seen = [fp()]
+    assert fp() == seen[-1] and Store(settings).fingerprint() == seen[-1]
+    # no change: reads, an ingest of the same files, a repair with nothing to repair, a reopen
+    Engine(settings, embedder=embedder).ask(QUESTION)
+    assert not ingest([corpus], settings, embedder=embedder).failed
+    assert store.repair(store.manifest()) == 0
+    store.reopen()
+    assert fp() == seen[-1]
+
+    def changed(step: str) -> None:
+        now = fp()
+        assert now not in seen, step
+        seen.append(now)
+
+    (corpus / "second.txt").write_text("Interviewer: Where?\n\nGuest: In York, by the walls.\n", encoding="utf-8")
+    ingest([corpus], settings, embedder=embedder)
+    changed("a changed file")
+    (corpus / "third.txt").write_text("Interviewer: When?\n\nGuest: In May, after the vote.\n", encoding="utf-8")
+    ingest([corpus], settings, embedder=embedder)
+    changed("an added file")
+    (corpus / "third.txt").unlink()
+    ingest([corpus], settings, embedder=embedder, prune=True)
+    changed("a prune")
+    (settings.store / "ingest.unfinished").write_text("1\n")  # as a killed ingest leaves it
+    assert any("rebuilt" in x for x in ingest([corpus], settings, embedder=embedder).notes)
+    changed("a recovery")
+    assert sorted(Store(settings).manifest()) == ["nhs-impact-amar-shah-interview.txt", "second.txt"]
+
+
+def test_a_writer_killed_inside_a_change_is_seen_once_it_is_gone(tmp_path, embedder):
+    """A write of the manifest is bracketed by an open generation and a closed one; a writer
+    killed between them leaves it open. While that process lives the fingerprint stays; once it
+    is gone the fingerprint moves (once), so a reader's view made before the kill is reloaded."""
+    settings = load_settings(store=tmp_path / "store")
+    ingest([CORPUS], settings, embedder=embedder)
+    store = Store(settings, create=True)
+    before = store.fingerprint()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        store._gen.modify(metadata={**rag._store._gen_meta(7, True), "owner": f"{os.uname().nodename}:{child.pid}"})
+        open_fp = store.fingerprint()
+        assert open_fp != before and Store(settings).fingerprint() == open_fp
+    finally:
+        child.kill()
+        child.wait()
+    gone = Store(settings).fingerprint()
+    assert gone != open_fp and store.fingerprint() == gone
+    # and the next ingest (its recovery runs after a killed one) closes it
+    (settings.store / "ingest.unfinished").write_text("1\n")
+    ingest([CORPUS], settings, embedder=embedder)
+    state = Store(settings)._generation()
+    assert state is not None and not state["open"]
+
+
+def test_the_manifest_is_read_once_per_generation_and_identical(tmp_path, embedder, monkeypatch):
+    """Reading 100,000 manifest records took Chroma 12.6 s, for every command. The first read
+    of a generation saves them (``manifest.cache``); later reads of that generation use the
+    copy, which gives exactly what Chroma's records give; a later write makes it unused."""
+    corpus = tmp_path / "c"
+    shutil.copytree(CORPUS, corpus)
+    for k in range(3):
+        (corpus / f"extra{k}.md").write_text(f"---\ntitle: Extra {k}\n---\nInterviewer: Why {k}?\n\n"
+                                             f"Zoë Ng: Because of the {k} bridges.\n", encoding="utf-8")
+    settings = load_settings(store=tmp_path / "store")
+    ingest([corpus], settings, embedder=embedder)
+    store = Store(settings)
+    expected = _manifest_from_chroma(store)
+    assert len(expected) == 4
+    (settings.store / "manifest.cache").unlink(missing_ok=True)
+    assert store.manifest() == expected  # read from Chroma, saved
+    assert (settings.store / "manifest.cache").exists()
+    with monkeypatch.context() as m:
+        _no_manifest_reads(m)
+        assert store.manifest() == expected and Store(settings).manifest() == expected
+        assert Engine(settings, embedder=embedder).transcripts() == expected
+
+    (corpus / "extra0.md").unlink()
+    ingest([corpus], settings, embedder=embedder, prune=True)  # the saved copy is of an older generation
+    fresh_client_state()
+    after = Store(settings).manifest()
+    assert sorted(after) == sorted(set(expected) - {"extra0.md"}) and after == _manifest_from_chroma(Store(settings))
+
+
+def test_a_store_without_a_generation_is_fingerprinted_by_its_manifest_until_the_next_ingest(tmp_path, embedder):
+    """Stores written before generations have none: their fingerprint is the manifest digest as
+    before (no cache), and the next ingest starts the generation; a reader notices it."""
+    settings = load_settings(store=tmp_path / "store")
+    ingest([CORPUS], settings, embedder=embedder)
+    store = Store(settings, create=True)
+    store._client.delete_collection(store._gen.name)
+    (settings.store / "manifest.cache").unlink()
+    fresh_client_state()
+    old = Store(settings)
+    legacy = old.fingerprint()
+    assert old._generation() is None and len(legacy) == 40 and old.fingerprint() == legacy
+    assert old.manifest() == _manifest_from_chroma(old) and not (settings.store / "manifest.cache").exists()
+    ingest([CORPUS], settings, embedder=embedder)  # nothing to add: the generation starts
+    assert old.fingerprint() != legacy and old.fingerprint().startswith("g")
 
 
 # ---------------------------------------------------------------------- 4: readers during a rebuild
@@ -383,13 +525,73 @@ def test_random_bytes_in_the_vector_data_are_rebuilt_not_a_crash(pristine_store,
     assert store._index_health() == "crashed"
     with store.ingest_lock():
         notes = store.recover(lambda texts: np.stack([vectors[t] for t in texts]))
-    assert any("crashed Chroma when loaded: moved to" in x for x in notes), notes
+    assert any("are damaged (" in x and "moved to" in x for x in notes), notes
     assert any(f"rebuilt the vector index: {n} passages" in x for x in notes), notes
     assert list(folder.glob("damaged-*/*/data_level0.bin"))
     assert store._index_health() == "ok"
     fresh_client_state()
     answer = Engine(load_settings(store=folder), embedder=embedder).ask(QUESTION)
     assert not answer.abstained and "Bangladesh" in answer.citations[0].quote
+
+
+def _ask_process(folder: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
+    return subprocess.run([sys.executable, "-m", "rag.cli", "ask", QUESTION, "--store", str(folder)],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.timeout(300)
+def test_random_bytes_in_the_vector_data_are_a_clear_error_for_ask_not_a_crash(pristine_store, tmp_path, embedder):
+    """Random bytes in the middle of the passages' ``data_level0.bin``: `rag ask` (and the app,
+    which opens the store the same way) died with SIGSEGV in Chroma's native code, which loads
+    the index to count, read or search the passages, until the next `rag ingest`. Now the
+    index files are checked before Chroma loads them: a clear error naming the fix; and the
+    ingest rebuilds the index."""
+    pristine, n, vectors = pristine_store
+    folder = _copy(pristine, tmp_path)
+    f = _passages_index_dir(folder) / "data_level0.bin"
+    data = bytearray(f.read_bytes())
+    lo, hi = len(data) // 4, 3 * len(data) // 4
+    data[lo:hi] = np.random.default_rng(1).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    f.write_bytes(bytes(data))
+
+    run = _ask_process(folder)
+    assert run.returncode == 1, (run.returncode, run.stderr[-2000:])  # was -11 (SIGSEGV)
+    assert "Traceback" not in run.stderr
+    assert "vector index files" in run.stderr and "damaged" in run.stderr and "rag ingest" in run.stderr
+    with pytest.raises(StoreError, match="damaged") as info:
+        Engine(load_settings(store=folder), embedder=embedder).ask(QUESTION)
+    assert "rag ingest" in info.value.help_message
+
+    store = Store(load_settings(store=folder), create=True)  # what `rag ingest` does first
+    with store.ingest_lock():
+        notes = store.recover(lambda texts: np.stack([vectors[t] for t in texts]))
+    assert any("are damaged (" in x and "moved to" in x for x in notes), notes
+    assert any(f"rebuilt the vector index: {n} passages" in x for x in notes), notes
+    run = _ask_process(folder)
+    assert run.returncode == 0 and "Bangladesh" in run.stdout, run.stderr[-2000:]
+
+
+def test_the_index_file_check_passes_whole_indexes_and_names_damage(pristine_store, tmp_path):
+    """``_hnsw_problem`` on the files Chroma wrote: nothing found; on each kind of damage that
+    reaches Chroma's native code (a neighbour out of range, a count over the degree), named."""
+    pristine, _, _ = pristine_store
+    folder = _copy(pristine, tmp_path)
+    d = _passages_index_dir(folder)
+    assert rag._store._hnsw_problem(d) is None
+    assert Store(load_settings(store=folder))._index_files_problem() is None
+    header = rag._store._HNSW_HEADER.unpack((d / "header.bin").read_bytes())
+    per_el = header[4]
+    level0 = d / "data_level0.bin"
+    good = level0.read_bytes()
+    for words in ([1, 10**6], [500, 0]):  # one neighbour that is no element; a count over the degree (32)
+        data = bytearray(good)
+        data[7 * per_el : 7 * per_el + 8] = np.array(words, dtype="<u4").tobytes()
+        level0.write_bytes(bytes(data))
+        assert "neighbour lists out of range" in (rag._store._hnsw_problem(d) or ""), words
+    level0.write_bytes(good[: len(good) // 2])
+    assert "bytes for" in (rag._store._hnsw_problem(d) or "")
 
 
 @pytest.mark.timeout(300)
