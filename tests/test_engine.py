@@ -251,3 +251,18 @@ def test_no_background_fill_beyond_its_limit(seed_store, embedder):
     assert e.sentences_ready(timeout=0)
     assert len(e._sent_cache) == 0
     assert not e.ask("What can we learn from Bangladesh?").abstained
+
+
+def test_a_small_store_is_searched_exactly_without_chromas_index(seed_store, embedder, monkeypatch):
+    from rag._store import Store
+
+    asked = []
+    query = Store.query
+    monkeypatch.setattr(Store, "query", lambda self, *a, **kw: asked.append(1) or query(self, *a, **kw))
+    exact = Engine(seed_store, embedder=embedder).ask("What can we learn from Bangladesh?")
+    assert asked == []  # 14 passages, under ranking.exact_max: the vectors in memory, exactly
+    approximate = Engine(seed_store.model_copy(update={"ranking": seed_store.ranking.model_copy(update={"exact_max": 0})}),
+                         embedder=embedder).ask("What can we learn from Bangladesh?")
+    assert asked  # exact_max 0: Chroma's index, as before
+    assert [r.passage.chunk_id for r in exact.retrieved] == [r.passage.chunk_id for r in approximate.retrieved]
+    assert exact.text == approximate.text
