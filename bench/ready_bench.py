@@ -275,6 +275,9 @@ def main(argv=None) -> int:
         for extra in real_folders[1:]:
             transcripts += C.parse_and_chunk(extra, embedder)[0]
         by_id = {t.id: t for t in transcripts}
+        # a kept hearings store holds the transcript an earlier run's last step added: not copied
+        keep = [i for i, p in enumerate(base) if p.transcript in by_id]
+        base, vectors, sentences = [base[i] for i in keep], vectors[keep], [sentences[i] for i in keep]
         for n in sizes:
             store = work / f"n{n}"
             row = {"store": f"{n:,} passages"}
