@@ -298,12 +298,14 @@ class Engine:
 
     def _dense(self, index: Index, q_vec: np.ndarray, n: int, filters: dict[str, Any]) -> list[tuple[int, float]]:
         where = index.chroma_where(filters)
-        if index.vectors is not None and (where is not None or len(index) <= self.settings.ranking.exact_max):
+        small = not self.settings.chroma_url and len(index) <= self.settings.ranking.exact_max
+        if index.vectors is not None and (where is not None or small):
             # Filtered (a speaker, a transcript): the matching passages' vectors in memory, searched
             # exactly. Chroma filters its HNSW search through its metadata store: 23 ms against
-            # 1.2 ms unfiltered, measured at 10,000 passages; and approximate. A store of up to
-            # ranking.exact_max passages is searched exactly too: a few milliseconds, and a fresh
-            # process does not load Chroma's index for its first question.
+            # 1.2 ms unfiltered, measured at 10,000 passages; and approximate. An embedded store of
+            # up to ranking.exact_max passages is searched exactly too: a few milliseconds, and a
+            # fresh process does not load Chroma's index for its first question (a server has
+            # its index loaded already, and is asked, so that a server gone is noticed).
             return _exact_dense(index, q_vec, n, filters)
         out = []
         try:

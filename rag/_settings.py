@@ -45,7 +45,7 @@ class RankingSettings(BaseModel):
     short_words: int = Field(10, ge=1, description="Answers shorter than this many words count as short (a feature).")
     transcript_top: int = Field(3, ge=1, description="Best candidates of a transcript averaged for its `transcript` feature.")
     per_answer: int = Field(2, ge=1, description="Parts of one split answer allowed in the top k.")
-    exact_max: int = Field(20000, ge=0, description="Up to this many passages the dense search is exact, over the "
+    exact_max: int = Field(20000, ge=0, description="Up to this many passages an embedded store's dense search is exact, over the "
                            "vectors the engine holds, instead of Chroma's approximate index (which a fresh process "
                            "loads on its first question: docs/BENCHMARKS.md, section 9); 0: always Chroma's when unfiltered.")
 
