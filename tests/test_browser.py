@@ -134,15 +134,15 @@ def _ask(page, question: str):
     box.press("Enter")
 
 
+_VISIBLE = """(el) => { const r = el.getBoundingClientRect();
+    const box = document.querySelector('[data-testid="stBottom"]');
+    const bottom = box ? box.getBoundingClientRect().top : window.innerHeight;
+    return r.top >= 0 && r.top < bottom; }"""
+
+
 def _visible_in_viewport(page, locator) -> bool:
     """Is the element on screen, not hidden behind the chat box at the bottom?"""
-    return page.evaluate(
-        """(el) => { const r = el.getBoundingClientRect();
-        const box = document.querySelector('[data-testid="stBottom"]');
-        const bottom = box ? box.getBoundingClientRect().top : window.innerHeight;
-        return r.top >= 0 && r.top < bottom; }""",
-        locator.element_handle(),
-    )
+    return page.evaluate(_VISIBLE, locator.element_handle())
 
 
 def _in_view(page, selector: str) -> bool:
@@ -295,7 +295,9 @@ def test_citation_markers_open_their_source(server, browser, viewport, tmp_path)
             arg=mark.element_handle(), timeout=30_000,
         )
         mobile = viewport["width"] == 390
-        page.wait_for_timeout(1200)  # the card has opened: the quote stays in view
+        page.wait_for_timeout(1200)  # the card has opened: the quote stays in view (a late re-render
+        # of the page may move it for a moment: the page brings it back within its 4 s)
+        page.wait_for_function(_VISIBLE, arg=mark.element_handle(), timeout=5_000)
         assert _visible_in_viewport(page, mark)
         _save(page, tmp_path, "chat-mobile.png" if mobile else "citation.png", docs=mobile)
         # keyboard: the marker takes the focus with Tab and opens its card with Enter
