@@ -370,7 +370,7 @@ class Engine:
             # about them) are quoted beside only where they bear on it as an answer would
             text, citations = who, []
             if evidence >= self.settings.abstain_threshold:
-                quoted, citations = _answer.compose(top, chosen, speakers=_answer.manifest_speakers(self._manifest))
+                quoted, citations = _answer.compose(top, chosen, speakers=self._speaker_lookup)
                 text = f"{who}\n\n{quoted}" if citations else who
             abstained = False
         elif said_by_others is not None:
@@ -414,7 +414,8 @@ class Engine:
     def _who_is(self, query: QueryPlan) -> str:
         """Who the people a "Who is X?" question names are, from the transcripts' speaker lists
         (name, tag, description, role, in which transcripts); "" when it names nobody known."""
-        everyone = self.index().corpus.people_in(query, limit=0)
+        index = self.index()
+        everyone = index.corpus.people_in(query, limit=0)
         names = {sp.name for sp in everyone}
         if len(names) > 3 and not query.speakers and len(query.roles) == 1:
             # "Who are the interviewers?" across many hearings: name them rather than describe each
@@ -425,7 +426,6 @@ class Engine:
         scope = {scope} if isinstance(scope, str) else set(scope or ())
         people = [(sp, info.title or tid) for tid, info in self._manifest.items() if not scope or tid in scope
                   for sp in info.speakers if sp.name in names]
-        index = self.index()
         for name in query.speakers:
             if name in names:
                 continue
