@@ -64,8 +64,15 @@ def warm_in_fresh_process(store: Path, question: str) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
-def ui_first_answer(store: Path, question: str, reps: int, work: Path, timeout_s: float = 120) -> dict:
+def ui_first_answer(store: Path, question: str, reps: int, work: Path, timeout_s: float = 120,
+                    launcher: str = "streamlit") -> dict:
+    """App launch -> first answer shown in a browser. ``launcher``: "streamlit" (``streamlit run
+    ui/app.py``: the engine is made and warmed up on the first visit) or "rag-ui" (``rag ui``:
+    warmed up as the server starts)."""
     from playwright.sync_api import sync_playwright
+
+    if launcher not in ("streamlit", "rag-ui"):
+        raise ValueError(f"unknown launcher {launcher!r}; valid: streamlit, rag-ui")
 
     runs, fallback_runs, notes = [], [], []
     with sync_playwright() as pw:
@@ -78,6 +85,8 @@ def ui_first_answer(store: Path, question: str, reps: int, work: Path, timeout_s
                 cmd = [sys.executable, "-m", "streamlit", "run", str(C.ROOT / "ui" / "app.py"),
                        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
                        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+                if launcher == "rag-ui":
+                    cmd = [sys.executable, "-m", "rag.cli", "ui", "--port", str(port), "--host", "127.0.0.1", "--headless"]
                 with open(log_path, "wb") as log:
                     t0 = time.monotonic()
                     proc = subprocess.Popen(cmd, cwd=work, env=clean_env(RAG_STORE=str(store)), stdout=log, stderr=subprocess.STDOUT)
@@ -117,7 +126,7 @@ def ui_first_answer(store: Path, question: str, reps: int, work: Path, timeout_s
                             proc.wait(timeout=15)
         finally:
             browser.close()
-    out: dict = {"runs": runs + fallback_runs, "notes": sorted(set(notes))}
+    out: dict = {"launcher": launcher, "runs": runs + fallback_runs, "notes": sorted(set(notes))}
     if runs:
         out["method"] = "browser: launch -> answer shown"
         for key in ("http_200_s", "chat_box_s", "first_answer_s"):

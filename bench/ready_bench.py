@@ -55,7 +55,6 @@ def probe(store: str, qfile: str, limit: int) -> dict:
     """In a fresh process: open the store step by step, warm an Engine, ask every question once."""
     t_start = time.perf_counter()
     from rag import Engine, _derived
-    from rag._engine import _idf
     from rag._retrieve import Index
     from rag._store import Store
 
@@ -76,21 +75,19 @@ def probe(store: str, qfile: str, limit: int) -> dict:
     speakers = [sp for info in manifest.values() for sp in info.speakers]
     index = Index(passages, speakers, {k: i.version for k, i in manifest.items()}, "x", vectors)
     out["index_s"] = round(time.perf_counter() - t, 2)
-    # the lexical part alone (two bm25s indexes over stemmed tokens)
-    import bm25s
-
-    from rag._retrieve import stem_tokens
+    # the lexical part alone (one of the two BM25 indexes: stemming, then the matrix from the counts)
+    from rag._engine import idf_table, term_counts
+    from rag._retrieve import Lexicon, full_tokens
 
     t = time.perf_counter()
-    corpus = [stem_tokens(f"{p.speaker}\n{p.question_speaker}\n{p.question}\n{p.text}") or ["_empty_"] for p in passages]
+    corpus = [full_tokens(p) for p in passages]
     out["stem_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    bm = bm25s.BM25(k1=1.2, b=0.75)
-    bm.index(corpus, show_progress=False)
+    bm = Lexicon.of(corpus).bm25()
     out["bm25_index_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    _idf(passages)
-    idf = _idf(passages)
+    df = term_counts(passages)
+    idf = idf_table(df, len(passages))
     out["idf_s"] = round(time.perf_counter() - t, 2)
     out["passages"] = len(passages)
     # the snapshot (rag/_snapshot.py) of that view: what an ingest (or the first process to open
@@ -102,7 +99,7 @@ def probe(store: str, qfile: str, limit: int) -> dict:
     index.fingerprint = s.fingerprint()
     out["fingerprint_s"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
-    written = _snapshot.write(settings, collection_names(settings.model)[0], _snapshot.View(index, idf, manifest))
+    written = _snapshot.write(settings, collection_names(settings.model)[0], _snapshot.View(index, idf, manifest, df))
     out["snapshot_write_s"] = round(time.perf_counter() - t, 2)
     if written is not None:
         out["snapshot_mb"] = du_mb(written)
@@ -173,10 +170,11 @@ def open_probe(store: str) -> dict:
     return out
 
 
-def add_one(store: str) -> dict:
+def add_one(store: str, name: str = "added-interview.txt") -> dict:
     """In a fresh process: ingest one more small transcript (the demo interview under a new
     name) into the store, timing the whole ingest and, within it, bringing the snapshot up to
-    date (incremental: the other transcripts are taken from the previous snapshot)."""
+    date (incremental: the other transcripts are taken from the previous snapshot). ``name``
+    already in the store: that transcript is replaced (a new version)."""
     import rag
     from rag import _ingest
 
@@ -192,10 +190,11 @@ def add_one(store: str) -> dict:
     try:
         text = (C.CORPUS / "nhs-impact-amar-shah-interview.txt").read_text(encoding="utf-8")
         # (other content than the demo's, which the stores hold: not refused as a duplicate)
-        (folder / "added-interview.txt").write_text(text + f"\nPP: One more question?\n\nAS: One more answer, at {time.time()}.\n",
+        (folder / name).write_text(text + f"\nPP: One more question?\n\nAS: One more answer, at {time.time()}.\n",
                                                    encoding="utf-8")
         report = timed(out, "ingest_s", lambda: rag.ingest([folder], settings), 2)
         out["files"] = [f.status for f in report.files]
+        out.update(C.rss_mb_of_self())
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return out
@@ -224,6 +223,7 @@ def main(argv=None) -> int:
     ap.add_argument("--build-only", action="store_true", help="with --keep: build the stores now, measure in a later run")
     ap.add_argument("--open-probe", help=argparse.SUPPRESS)
     ap.add_argument("--add-one", help=argparse.SUPPRESS)
+    ap.add_argument("--add-name", default="added-interview.txt", help=argparse.SUPPRESS)
     ap.add_argument("--app", action="store_true", help="also time app launch -> first answer in a browser (Playwright, Chromium)")
     C.child_mode_args(ap, "--probe", 40)
     args = ap.parse_args(argv)
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
         print(json.dumps(open_probe(args.open_probe)))
         return 0
     if args.add_one:
-        print(json.dumps(add_one(args.add_one)))
+        print(json.dumps(add_one(args.add_one, args.add_name)))
         return 0
 
     import rag

@@ -441,8 +441,9 @@ def ingest(
 def _write_snapshot(store: Store, settings: Settings, notes: list[str]) -> None:
     """The snapshot of what questions need (rag/_snapshot.py) for the store as this ingest left
     it, so that no process that opens the store builds it. Nothing to do when it is there (an
-    unchanged corpus); built from the store's records otherwise, whole: adding one transcript
-    rebuilds it all (docs/BENCHMARKS.md section 9 gives the cost)."""
+    unchanged corpus); written from the previous snapshot by what changed when there is one
+    (``_snapshot.update``: only the added and changed transcripts are read and tokenized), built
+    from the store's records otherwise (docs/BENCHMARKS.md section 9 gives the costs)."""
     if not settings.snapshot:
         return
     from ._engine import load_view

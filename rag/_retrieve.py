@@ -3,6 +3,7 @@ question rank that speaker's passages first; filters; diversity across answers."
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -37,50 +38,180 @@ _NOISE_STEMS: set[str] = set()
 
 FILTER_KEYS = ("speaker", "transcript", "role", "kind", "date")
 
+K1, B = 1.2, 0.75  # bm25s's BM25 parameters (its "lucene" method, the default)
+
+
+def full_tokens(p: Passage) -> list[str]:
+    """What the main BM25 index reads of a passage: who spoke and who asked, the question, the
+    answer (stemmed)."""
+    return stem_tokens(f"{p.speaker}\n{p.question_speaker}\n{p.question}\n{p.text}") or ["_empty_"]
+
+
+def answer_tokens(p: Passage) -> list[str]:
+    """What the answer-only BM25 index reads: the answer's words."""
+    return stem_tokens(p.text) or ["_empty_"]
+
+
+class Lexicon:
+    """The term counts a BM25 index is made from: one entry per passage (``doc``) and distinct
+    term (``term``, a column of ``terms``) with how often the term occurs there (``tf``).
+
+    Kept beside the index in the query snapshot (rag/_snapshot.py), so that adding a transcript
+    to a store recomputes the BM25 matrix from stored counts (numpy, a few passes over the
+    entries) instead of stemming every passage again; ``bm25()`` gives exactly the scores of
+    ``bm25s.BM25(k1=1.2, b=0.75).index(tokens)`` (tests/test_snapshot.py checks it)."""
+
+    def __init__(self, doc: np.ndarray, term: np.ndarray, tf: np.ndarray, n_docs: int, terms: list[str]) -> None:
+        self.doc, self.term, self.tf, self.n_docs, self.terms = doc, term, tf, n_docs, terms
+
+    @classmethod
+    def of(cls, docs: Sequence[Sequence[str]], terms: list[str] | None = None, at: np.ndarray | None = None,
+           n_docs: int | None = None) -> "Lexicon":
+        """The counts of tokenized passages ``docs``, numbered ``at`` (by default 0, 1, ...) of
+        ``n_docs``; new terms are added to ``terms`` (a list shared with other lexicons, or a new
+        one)."""
+        terms = [] if terms is None else terms
+        col = {t: i for i, t in enumerate(terms)}
+        flat = [col.setdefault(t, len(col)) for d in docs for t in d]
+        terms.extend(list(col)[len(terms):])
+        sizes = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+        at = np.arange(len(docs), dtype=np.int64) if at is None else np.asarray(at, dtype=np.int64)
+        v = max(len(terms), 1)
+        key, tf = np.unique(np.repeat(at, sizes) * v + np.asarray(flat, dtype=np.int64), return_counts=True)
+        return cls(key // v, key % v, tf, len(docs) if n_docs is None else n_docs, terms)
+
+    @classmethod
+    def joined(cls, parts: Sequence["Lexicon"], n_docs: int) -> "Lexicon":
+        """Lexicons over the same ``terms`` list and disjoint passages, as one."""
+        return cls(np.concatenate([p.doc for p in parts]), np.concatenate([p.term for p in parts]),
+                   np.concatenate([p.tf for p in parts]), n_docs, parts[0].terms)
+
+    def bm25(self) -> tuple[Any, np.ndarray]:
+        """The bm25s index of these counts, and each of its entries' term count (in the order of
+        its matrix: by term, then passage). Terms no passage holds any more are left out."""
+        import bm25s
+
+        bm = bm25s.BM25(k1=K1, b=B)
+        n = self.n_docs
+        df = np.bincount(self.term, minlength=len(self.terms))
+        kept = np.flatnonzero(df)
+        column = np.full(len(self.terms), -1, dtype=np.int64)
+        column[kept] = np.arange(len(kept))
+        term = column[self.term]
+        df = df[kept]
+        doc_len = np.bincount(self.doc, weights=self.tf, minlength=n).astype(np.int64)
+        if n:
+            # as bm25s computes it (float64 arithmetic, float32 results), so the scores are the same
+            # to the bit: idf by its "lucene" formula, the term-frequency part per passage length
+            avg = doc_len.mean()
+            idf_of = {int(d): math.log(1 + (n - int(d) + 0.5) / (int(d) + 0.5)) for d in np.unique(df)}
+            idf = np.array([idf_of[int(d)] for d in df], dtype=np.float32)
+            tf = self.tf.astype(np.float32).astype(np.float64)
+            norm = K1 * ((1 - B) + B * doc_len.astype(np.float64) / avg)
+            score = (idf[term].astype(np.float64) * (tf / (norm[self.doc] + tf))).astype(np.float32)
+        else:
+            score = np.zeros(0, dtype=np.float32)
+        # (a stable sort: an update's entries are one long sorted run, the kept passages', and a
+        # short one, which it merges in linear time)
+        order = np.argsort(term * max(n, 1) + self.doc, kind="stable")
+        indptr = np.zeros(len(kept) + 1, dtype=np.int64)
+        np.cumsum(df, out=indptr[1:])
+        bm.scores = {"data": score[order], "indices": self.doc[order].astype(np.int32), "indptr": indptr, "num_docs": n}
+        bm.vocab_dict = {self.terms[t]: i for i, t in enumerate(kept)}
+        bm.unique_token_ids_set = set(bm.vocab_dict.values())
+        bm.nonoccurrence_array = None
+        return bm, self.tf[order]
+
+    @classmethod
+    def from_bm25(cls, bm: Any, tf: np.ndarray, terms: list[str] | None = None) -> "Lexicon":
+        """The counts a stored index was made from (its entries' term counts ``tf``); its terms
+        are added to ``terms``."""
+        terms = [] if terms is None else terms
+        col = {t: i for i, t in enumerate(terms)}
+        by_id = sorted(bm.vocab_dict.items(), key=lambda kv: kv[1])
+        ids = np.array([col.setdefault(t, len(col)) for t, i in by_id if i < len(bm.scores["indptr"]) - 1], dtype=np.int64)
+        terms.extend(list(col)[len(terms):])
+        indptr = np.asarray(bm.scores["indptr"])
+        term = np.repeat(ids, np.diff(indptr))
+        return cls(np.asarray(bm.scores["indices"], dtype=np.int64), term, np.asarray(tf), int(bm.scores["num_docs"]), terms)
+
+    def moved(self, to: np.ndarray, n_docs: int) -> "Lexicon":
+        """The entries of the passages that stay, renumbered (``to[old] = new``, -1: left out)."""
+        new = to[self.doc]
+        keep = new >= 0
+        return Lexicon(new[keep], self.term[keep], self.tf[keep], n_docs, self.terms)
+
+
+def _codes(values: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """A column of values as (distinct values, each row's code into them)."""
+    at: dict[str, int] = {}
+    codes = np.fromiter((at.setdefault(v, len(at)) for v in values), dtype=np.int64, count=len(values))
+    return list(at), codes
+
+
+def filter_rows(columns: dict[str, tuple[list[str], np.ndarray]], role_of: dict[str, str]) -> dict[str, dict[str, np.ndarray]]:
+    """Filter key -> value -> the rows that have it, so a filter costs its matches, not the
+    store. A speaker's or role's rows include the passages where they ask: the interviewer's
+    words are theirs, although stored as the question of someone else's answer. ``columns``:
+    each of ``FILTER_KEYS`` and "question_speaker" as (values, codes); values in the order they
+    first occur (a row's own value before its asker's)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    ask_values, ask = columns["question_speaker"]
+    for key in FILTER_KEYS:
+        values, own = columns[key]
+        values = list(values)
+        code = {v: i for i, v in enumerate(values)}
+        rows = [np.arange(len(own), dtype=np.int64)]
+        vals = [np.asarray(own, dtype=np.int64)]
+        if key in ("speaker", "role"):
+            # the asker's value for each asker, and whether it is added to a row (not when it is
+            # the row's own: the same person, or an asker of the same role)
+            if key == "speaker":
+                extra = [code.setdefault(a, len(code)) if a else -1 for a in ask_values]
+            else:
+                extra = [code.setdefault(role_of[a], len(code)) if a and a in role_of else -1 for a in ask_values]
+            values = list(code)
+            add = np.asarray(extra, dtype=np.int64)[ask] if len(ask) else np.zeros(0, dtype=np.int64)
+            mine = np.asarray(own, dtype=np.int64)
+            where = np.flatnonzero((add >= 0) & (add != mine))
+            rows.append(where)
+            vals.append(add[where])
+        r, v = np.concatenate(rows), np.concatenate(vals)
+        sub = np.concatenate([np.zeros(len(rows[0]), dtype=np.int64)] + [np.ones(len(x), dtype=np.int64) for x in rows[1:]])
+        order = np.lexsort((r, v))  # by value, then row
+        r, v, first = r[order], v[order], (r * 2 + sub)[order]
+        bounds = np.flatnonzero(np.diff(v)) + 1
+        starts = np.concatenate([[0], bounds]) if len(v) else np.zeros(0, dtype=np.int64)
+        groups = np.split(r, bounds) if len(v) else []
+        # values by where they first occur (a row's own value first)
+        firsts = np.minimum.reduceat(first, starts) if len(v) else np.zeros(0, dtype=np.int64)
+        out[key] = {values[int(v[s])]: groups[g] for g, s in sorted(enumerate(starts), key=lambda gs: firsts[gs[0]])}
+    return out
+
+
 
 class Index:
     """The store's current passages in memory, with a BM25 index and the speakers."""
 
     def __init__(self, passages: list[Passage], speakers: list[Speaker], versions: dict[str, str], fingerprint: str,
                  vectors: np.ndarray | None = None) -> None:
-        import bm25s
-
         self.passages = passages
         self.vectors = vectors
         self.fingerprint = fingerprint
         self.versions = versions
         self.by_chunk = {p.chunk_id: i for i, p in enumerate(passages)}
         self.base_of = [_base(p.chunk_id) for p in passages]
-        # who spoke and who asked are searchable with what was said and asked
-        corpus = [
-            stem_tokens(f"{p.speaker}\n{p.question_speaker}\n{p.question}\n{p.text}") or ["_empty_"]
-            for p in passages
-        ]
-        self.bm25 = bm25s.BM25(k1=1.2, b=0.75)
-        # the answer's words alone: a passage that answers in the question's words, not one that
-        # repeats them in its question
-        self.bm25_answer = bm25s.BM25(k1=1.2, b=0.75)
-        if passages:
-            self.bm25.index(corpus, show_progress=False)
-            self.bm25_answer.index([stem_tokens(p.text) or ["_empty_"] for p in passages], show_progress=False)
+        # who spoke and who asked are searchable with what was said and asked; the answer's words
+        # alone: a passage that answers in the question's words, not one that repeats them in
+        # its question
+        self.bm25, self.bm25_tf = Lexicon.of([full_tokens(p) for p in passages]).bm25()
+        self.bm25_answer, self.bm25_answer_tf = Lexicon.of([answer_tokens(p) for p in passages]).bm25()
         self.n_words = [len(p.text.split()) for p in passages]
-        self.vocab = set(t for doc in corpus for t in doc)
+        self.vocab = set(self.bm25.vocab_dict)
         self.corpus = Corpus(passages, speakers)  # its words and speakers, for planning questions
-        # filter key -> value -> the rows that have it, so a filter costs its matches, not the store
-        # (a speaker's or role's rows include the passages where they ask: the interviewer's words
-        # are theirs, although stored as the question of someone else's answer)
         self.role_of = role_of = {sp.name: sp.role for sp in speakers if sp.role}  # a speaker's role by name
-        self._rows: dict[str, dict[str, np.ndarray]] = {}
-        for key in FILTER_KEYS:
-            groups: dict[str, list[int]] = {}
-            for i, p in enumerate(passages):
-                groups.setdefault(getattr(p, key), []).append(i)
-                asker = p.question_speaker
-                if asker and key == "speaker" and asker != p.speaker:
-                    groups.setdefault(asker, []).append(i)
-                elif asker and key == "role" and role_of.get(asker, p.role) != p.role:
-                    groups.setdefault(role_of[asker], []).append(i)
-            self._rows[key] = {v: np.asarray(ix, dtype=np.int64) for v, ix in groups.items()}
+        self._rows = filter_rows({k: _codes([getattr(p, k) for p in passages]) for k in (*FILTER_KEYS, "question_speaker")},
+                                 role_of)
 
     @classmethod
     def restored(cls, passages: Sequence[Passage], speakers: list[Speaker], versions: dict[str, str], fingerprint: str,

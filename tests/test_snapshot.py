@@ -87,6 +87,37 @@ def test_ingest_writes_the_snapshot_and_a_fresh_engine_reads_it(two_stores, embe
     assert not a.abstained and "Bangladesh" in a.citations[0].quote
 
 
+def test_words_used_in_lower_case_are_found_in_the_mapped_texts_as_in_the_passages(two_stores, embedder, tmp_path):
+    """Whether a speaker's name word is written in lower case ("young people" is no Kate Young) is
+    looked up in the snapshot's memory-mapped bytes, without decoding or joining the texts; the
+    answer is the one a Corpus made from the passages gives, word by word."""
+    from rag._query import Corpus
+
+    s, plain = two_stores
+    restored, built = Engine(s, embedder=embedder).index(), Engine(plain, embedder=embedder).index()
+    assert isinstance(restored.passages, _snapshot.PassageTable) and isinstance(built.passages, list)
+    fresh = Corpus(list(built.passages), [])
+    vocab = sorted({w for p in built.passages for w in p.text.replace("’", " ").split() if w.isalpha()})
+    words = vocab[::7] + [w.lower() for w in vocab[::11]] + ["bangladesh", "Bangladesh", "zzz", "’"]
+    assert len(words) > 200
+    for w in words:
+        assert restored.corpus._has_word(w) == fresh._has_word(w), w
+
+
+def test_a_word_is_not_found_across_two_texts(tmp_path, embedder):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "t.txt").write_text("Q: Where did you play?\n\nA: We climbed the old tree\n\n"
+                                           "Q: And the rules?\n\nA: house rules apply to everyone\n", encoding="utf-8")
+    s = load_settings(store=tmp_path / "store")
+    assert not ingest([tmp_path / "in"], s, embedder=embedder).failed
+    index = Engine(s, embedder=embedder).index()
+    assert isinstance(index.passages, _snapshot.PassageTable)
+    texts = [index.passages.text("text", i) for i in range(len(index.passages))]
+    assert texts == ["We climbed the old tree", "house rules apply to everyone"]  # stored back to back
+    assert index.corpus._has_word("tree") and index.corpus._has_word("house")
+    assert not index.corpus._has_word("treehouse") and not index.corpus._has_word("ehou")
+
+
 def _same_view(restored: Engine, built: Engine) -> None:
     """Every part of the two engines' views is the same."""
     b, r = built.index(), restored.index()
@@ -101,7 +132,7 @@ def _same_view(restored: Engine, built: Engine) -> None:
     assert r.corpus.words == b.corpus.words and r.corpus.titles == b.corpus.titles and r.corpus.people == b.corpus.people
     assert r.corpus.speakers == b.corpus.speakers and r.corpus._by_word == b.corpus._by_word
     assert r.corpus._speakers == b.corpus._speakers
-    assert "\n".join(r.corpus._texts()) == "\n".join(b.corpus._texts())
+    assert [r.passages.text("text", i) for i in range(len(b))] == [p.text for p in b.passages]  # what has_word searches
     # a word is found in the same texts (words at a text's very start and end included)
     sample = {w for p in b.passages[:40] for w in (p.text.split() or [""])[:1] + (p.text.split() or [""])[-1:]}
     sample |= {"bangladesh", "learn", "nowhere-at-all", "t", "-", "of"}
@@ -170,6 +201,136 @@ def test_a_snapshot_of_another_store_version_is_not_used_but_its_unchanged_trans
     e2 = Engine(s, embedder=embedder)
     assert isinstance(e2.index().passages, list)  # built from the store, not from the mislabelled snapshot
     assert len(e2.index()) == len(e.index())
+
+
+def test_bm25_from_counts_scores_as_bm25s_indexes(two_stores):
+    """The BM25 matrix made from term counts (``Lexicon.bm25``, what an update recomputes) gives
+    bm25s's own scores to the bit, for every term of both indexes; made again from the counts it
+    stores, it is the same matrix."""
+    import bm25s
+
+    from rag._retrieve import Lexicon, answer_tokens, full_tokens
+
+    s, _ = two_stores
+    passages, _ = Store(s).all_passages()
+    for tokens in (full_tokens, answer_tokens):
+        docs = [tokens(p) for p in passages]
+        ref = bm25s.BM25(k1=1.2, b=0.75)
+        ref.index(docs, show_progress=False)
+        mine, tf = Lexicon.of(docs).bm25()
+        assert set(mine.vocab_dict) == set(ref.vocab_dict) - {""}
+        for term in mine.vocab_dict:
+            assert np.array_equal(mine.get_scores([term]), ref.get_scores([term])), term
+        some = sorted(mine.vocab_dict)[::7][:40]
+        assert np.array_equal(mine.get_scores(some), ref.get_scores(some))
+        again, tf2 = Lexicon.from_bm25(mine, tf).bm25()
+        assert all(np.array_equal(again.scores[k], mine.scores[k]) for k in ("data", "indices", "indptr"))
+        assert np.array_equal(tf, tf2) and again.vocab_dict == mine.vocab_dict
+
+
+def test_filter_rows_as_defined_per_passage(two_stores):
+    """``filter_rows`` (numpy, from coded columns) against its definition passage by passage: a
+    passage is in the rows of its own value, and of its asker (speaker) or its asker's role when
+    that differs; values in the order they first occur."""
+    from rag._retrieve import FILTER_KEYS, _codes, filter_rows
+
+    s, _ = two_stores
+    store = Store(s)
+    passages, _ = store.all_passages()
+    role_of = {sp.name: sp.role for info in store.manifest().values() for sp in info.speakers if sp.role}
+    expected = {}
+    for key in FILTER_KEYS:
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(passages):
+            groups.setdefault(getattr(p, key), []).append(i)
+            asker = p.question_speaker
+            if asker and key == "speaker" and asker != p.speaker:
+                groups.setdefault(asker, []).append(i)
+            elif asker and key == "role" and role_of.get(asker, p.role) != p.role:
+                groups.setdefault(role_of[asker], []).append(i)
+        expected[key] = groups
+    got = filter_rows({k: _codes([getattr(p, k) for p in passages]) for k in (*FILTER_KEYS, "question_speaker")}, role_of)
+    assert {k: [(v, list(r)) for v, r in g.items()] for k, g in got.items()} == \
+        {k: list(g.items()) for k, g in expected.items()}
+    assert any(len(g) > 1 for g in expected["role"].values()) and len(expected["speaker"]) > 5
+
+
+def test_adding_replacing_and_removing_a_transcript_updates_the_snapshot_by_what_changed(tmp_path, embedder, copy_seed,
+                                                                                          monkeypatch):
+    """An ingest that adds, changes or removes a transcript writes the new snapshot from the
+    previous one: only the added or changed transcripts' passages are read from the store and
+    tokenized, and the result is the view (and the answers) of a build from the store, and of a
+    snapshot written from scratch."""
+    from rag import _retrieve
+
+    src = copy_seed("a.txt")
+    shutil.copy(HEARING, src.parent / HEARING.name)
+    s = load_settings(store=tmp_path / "store")
+    assert not ingest([src.parent], s, embedder=embedder).failed
+    read, tokenized = [], []
+    real_read, real_tokens = Store.all_passages, _retrieve.full_tokens
+
+    def reading(self, transcript=None, *a, **k):
+        read.append(transcript)
+        return real_read(self, transcript, *a, **k)
+
+    def tokens(p):
+        tokenized.append(p.transcript)
+        return real_tokens(p)
+
+    monkeypatch.setattr(Store, "all_passages", reading)
+    monkeypatch.setattr(_retrieve, "full_tokens", tokens)
+    b = src.parent / "b.txt"
+    steps = [
+        ("add", lambda: shutil.copy(CORPUS / "nhs-impact-amar-shah-interview.txt", b), ["b.txt"]),
+        ("replace", lambda: b.write_text(b.read_text(encoding="utf-8") + "\nPP: And one more thing?\n\n"
+                                         "AS: We keep learning from each other, and from Uganda.\n", encoding="utf-8"), ["b.txt"]),
+        ("remove", lambda: b.rename(tmp_path / "b.txt"), []),
+    ]
+    for step, change, changed in steps:
+        read.clear()
+        tokenized.clear()
+        change()
+        report = ingest([src.parent], s, embedder=embedder, prune=True)
+        assert not report.failed, (step, report.failed)
+        assert read == changed, step  # nothing else read from the store
+        assert set(tokenized) == set(changed), step  # nor tokenized again
+        [snap] = _snapshots(s)
+        assert json.loads((snap / "meta.json").read_text())["fingerprint"] == Store(s).fingerprint()
+        with monkeypatch.context() as m:
+            m.setattr(Store, "all_passages", real_read)
+            m.setattr(_retrieve, "full_tokens", real_tokens)
+            updated = Engine(s, embedder=embedder)
+            assert isinstance(updated.index().passages, _snapshot.PassageTable)
+            built = Engine(s.model_copy(update={"snapshot": False}), embedder=embedder)
+            _same_view(updated, built)
+            assert _answers(updated) == _answers(built)
+            # a snapshot written from scratch (by the first reader of a copy without one)
+            copy = tmp_path / f"copy-{step}"
+            shutil.copytree(s.store, copy)
+            shutil.rmtree(copy / "snapshots")
+            s2 = s.model_copy(update={"store": copy})
+            Engine(s2, embedder=embedder).index()
+            scratch = Engine(s2, embedder=embedder)
+            u, f = updated.index(), scratch.index()
+            assert isinstance(f.passages, _snapshot.PassageTable)
+            assert list(u.passages) == list(f.passages) and list(u.n_words) == list(f.n_words)
+            assert np.array_equal(np.asarray(u.vectors), np.asarray(f.vectors))
+            for key in ("data", "indices", "indptr"):
+                assert np.array_equal(np.asarray(u.bm25.scores[key]), np.asarray(f.bm25.scores[key])) or \
+                    u.bm25.vocab_dict != f.bm25.vocab_dict  # (the same matrix when the terms are numbered alike)
+            for tokens_ in (["bangladesh"], ["ugandan", "uganda"], ["school", "teacher"], sorted(f.vocab)[::50]):
+                tokens_ = [t for t in tokens_ if t in f.vocab]
+                if tokens_:
+                    assert np.array_equal(u.bm25.get_scores(tokens_), f.bm25.get_scores(tokens_))
+                    assert np.array_equal(u.bm25_answer.get_scores(tokens_), f.bm25_answer.get_scores(tokens_))
+            assert updated._idf == scratch._idf and u.vocab == f.vocab and u.corpus.words == f.corpus.words
+            assert {k: {v: list(r) for v, r in g.items()} for k, g in u._rows.items()} == \
+                {k: {v: list(r) for v, r in g.items()} for k, g in f._rows.items()}
+            assert [list(g) for g in u._rows.values()] == [list(g) for g in f._rows.values()]  # values in the same order
+            assert json.loads((snap / "counts.json").read_text()) == \
+                json.loads((_snapshots(s2)[0] / "counts.json").read_text())
+            assert _answers(updated) == _answers(scratch)
 
 
 def test_a_damaged_snapshot_is_rebuilt(two_stores, embedder, tmp_path):
@@ -294,6 +455,45 @@ def test_server_mode_keeps_its_snapshot_in_the_local_cache(tmp_path, embedder):
         server.stop()
 
 
+def test_server_mode_another_machine_updates_its_own_snapshot_by_what_changed(tmp_path, embedder, copy_seed, monkeypatch):
+    """Two machines on one Chroma server, each with its own snapshot: one ingests a transcript;
+    the other, at its next open, reads only that transcript from the server and updates its own
+    snapshot, with the answers of a view built from the server."""
+    from servers import ChromaServer, free_port
+
+    server = ChromaServer(tmp_path / "db", free_port(), tmp_path / "chroma.log")
+    server.start()
+    try:
+        src = copy_seed("a.txt")
+        shutil.copy(HEARING, src.parent / HEARING.name)
+        s = load_settings(chroma_url=server.url, cache_dir=tmp_path / "cache")
+        assert not ingest([src.parent], s, embedder=embedder).failed
+        other = s.model_copy(update={"cache_dir": tmp_path / "other"})
+        Engine(other, embedder=embedder).index()  # its own snapshot, built from the server
+        [before] = _snapshots(other)
+        with open(src, "a", encoding="utf-8") as fh:
+            fh.write("\nPP: And one more thing?\n\nAS: We keep learning from each other.\n")
+        assert not ingest([src.parent], s, embedder=embedder).failed
+        read, real = [], Store.all_passages
+
+        def reading(self, transcript=None, *a, **k):
+            read.append(transcript)
+            return real(self, transcript, *a, **k)
+
+        monkeypatch.setattr(Store, "all_passages", reading)
+        e = Engine(other, embedder=embedder)
+        assert len(e.index()) == sum(i.n_passages for i in Store(other).manifest().values())
+        monkeypatch.setattr(Store, "all_passages", real)
+        assert read == ["a.txt"]
+        [after] = _snapshots(other)
+        assert after != before and isinstance(Engine(other, embedder=embedder).index().passages, _snapshot.PassageTable)
+        built = Engine(other.model_copy(update={"snapshot": False}), embedder=embedder)
+        _same_view(Engine(other, embedder=embedder), built)
+        assert _answers(Engine(other, embedder=embedder)) == _answers(built)
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------------------- crashes
 
 # the ingest is killed (SIGKILL) while it writes the snapshot, at each of these points
@@ -340,6 +540,57 @@ def test_sigkill_while_the_snapshot_is_written_leaves_the_store_usable(point, tm
     [snap] = _snapshots(s)
     assert ".tmp-" not in snap.name
     assert _answers(Engine(s, embedder=embedder)) == expected
+
+
+# die() only while the snapshot is written from the previous one (``_snapshot._write_update``)
+_ONLY_IN_UPDATE = textwrap.dedent("""
+    _die, updating = die, []
+    def die():
+        if updating:
+            _die()
+    _real_update = _snapshot._write_update
+    def _write_update(*a, **k):
+        updating.append(1)
+        return _real_update(*a, **k)
+    _snapshot._write_update = _write_update
+""")
+
+
+@pytest.mark.parametrize("point", sorted(_KILLS))
+def test_sigkill_while_the_snapshot_is_updated_leaves_it_consistent_with_the_passages(point, tmp_path, embedder, copy_seed):
+    """A transcript added to a store with a snapshot: the ingest is killed while it writes the
+    new snapshot from the previous one. The previous snapshot is left whole (of the previous
+    store version, so not used); the next reader updates it and answers as a build from the
+    store does."""
+    src = copy_seed("a.txt")
+    shutil.copy(HEARING, src.parent / HEARING.name)
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+    def run(patch: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _DRIVER.format(patch=patch), str(src.parent), str(store)],
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    assert run("").returncode == 0
+    s = load_settings(store=store)
+    [before] = _snapshots(s)
+    shutil.copy(CORPUS / "nhs-impact-amar-shah-interview.txt", src.parent / "b.txt")
+    killed = run(_ONLY_IN_UPDATE + _KILLS[point])  # (exits normally if the snapshot is not updated)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = _snapshots(s)
+    assert before in left and len(left) == 2 and ".tmp-" in [p for p in left if p != before][0].name
+    assert "b.txt" in Store(s).manifest() and not (store / "ingest.unfinished").exists()
+    assert _snapshot.read(s, collection_names(s.model)[0], Store(s).fingerprint()) is None
+    expected = _answers(Engine(s.model_copy(update={"snapshot": False}), embedder=embedder))
+    e = Engine(s, embedder=embedder)
+    assert len(e.index()) == sum(i.n_passages for i in Store(s).manifest().values())
+    assert _answers(e) == expected
+    [snap] = _snapshots(s)  # updated by that reader; the killed writer's folder and the old snapshot removed
+    assert ".tmp-" not in snap.name and snap != before
+    again = Engine(s, embedder=embedder)
+    assert isinstance(again.index().passages, _snapshot.PassageTable)
+    _same_view(again, Engine(s.model_copy(update={"snapshot": False}), embedder=embedder))
+    assert _answers(again) == expected
 
 
 def test_the_snapshot_holds_no_pickle(two_stores):
