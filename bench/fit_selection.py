@@ -24,6 +24,7 @@ TRAIN_QUESTIONS = SHARED / "qmsum-committee-train" / "questions.jsonl"
 GRID = {
     "w_overlap": (0.2, 0.35, 0.5, 0.65, 0.8),
     "w_type": (0.0, 0.05, 0.1, 0.2, 0.3, 0.5),
+    "type_gate": (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
     "w_position": (0.0, 0.005, 0.01, 0.02, 0.05),
     "max_repeat": (0.3, 0.5, 0.7, 0.85, 1.0),
     "w_rank": (0.0, 0.02, 0.05, 0.1, 0.2),

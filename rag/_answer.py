@@ -66,7 +66,9 @@ def question_terms(question: str) -> set[str]:
 
 # Does a sentence carry what the question asks for? Generic shapes, no word lists of any data set.
 _YEAR = r"\b(1[6-9]\d\d|20\d\d)s?\b"
-_MONTH = r"\b(jan(uary)?|feb(ruary)?|march|april|may|june|july|aug(ust)?|sep(t(ember)?)?|oct(ober)?|nov(ember)?|dec(ember)?)\b"
+# "may" is a month only as "May", and not as in "May I ask": "we may have learned" holds no date
+_MONTH = (r"\b(jan(uary)?|feb(ruary)?|march|april|june|july|aug(ust)?|sep(t(ember)?)?|oct(ober)?|nov(ember)?|dec(ember)?)\b|"
+          r"(?-i:\bMay\b)(?!\s+(?:I|we|you|he|she|they|it|be|have|not|well|also)\b)")
 _NUMBER = r"\b\d[\d,.]*\b|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundreds?|thousands?|millions?|billions?|dozens?|half|percent)\b"
 _MONEY = r"[$£€¥]\s?\d|\b\d[\d,.]*\s?(k|m|bn|million|billion|thousand)?\s?(dollars|pounds|euros|cents|pence|usd|gbp|eur)\b|\b(million|billion)\b"
 _NAME = r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z'’\-]+(\s+(?:[A-Z]\.\s+)?[A-Z][a-z'’\-]+)+\b"
@@ -165,7 +167,8 @@ def select_sentences(
         cands = theirs or cands
     asked = [bool(named and named(r.passage, "question")) for r in top]
     for c in cands:
-        c.score = (cfg.w_cosine * c.cosine + cfg.w_overlap * c.overlap + cfg.w_type * c.carries
+        relevance = cfg.w_cosine * c.cosine + cfg.w_overlap * c.overlap
+        c.score = (relevance + cfg.w_type * (c.carries and relevance >= cfg.type_gate)
                    - cfg.w_rank * c.passage_rank - cfg.w_position * min(c.position, 10)
                    - (cfg.question_penalty if c.field == "question" and not asked[c.passage_rank] else 0.0))
     at = {(c.passage_rank, c.field, c.position): c for c in cands}
@@ -315,6 +318,212 @@ def who_is(people: Sequence[tuple[Speaker, str]]) -> str:
     return " ".join(lines)
 
 
+def cast(speakers: Sequence[Speaker], shown: int = 4) -> str:
+    """Who takes part, by role: "PP asks the questions; Amar Shah (AS; National Clinical Director
+    ...) answers them." A lone holder of a role is described as the speaker list describes them."""
+    def people(group: list[Speaker]) -> str:
+        names = []
+        for sp in group[:shown]:
+            description = re.sub(r"\s*\([^()]*\)", "", sp.description).strip() if len(group) == 1 else ""
+            about = "; ".join(x for x in (sp.tag if sp.tag.casefold() != sp.name.casefold() else "", description) if x)
+            names.append(f"{sp.name} ({about})" if about else sp.name)
+        return and_list(names + ([f"{len(group) - shown} others"] if len(group) > shown else []))
+
+    by_role: dict[str, list[Speaker]] = {}
+    for sp in sorted((sp for sp in speakers if sp.turns), key=lambda sp: -sp.turns):
+        by_role.setdefault(sp.role, []).append(sp)
+    clauses = []
+    if by_role.get("interviewer"):
+        many = len(by_role["interviewer"]) > 1
+        clauses.append(f"{people(by_role['interviewer'])} {'ask' if many else 'asks'} the questions")
+    if by_role.get("interviewee"):
+        many = len(by_role["interviewee"]) > 1
+        verb = "answer" if many else "answers"
+        clauses.append(f"{people(by_role['interviewee'])} {verb} {'them' if clauses else 'the questions'}")
+    if by_role.get("other") and clauses:
+        clauses.append(f"also speaking: {people(by_role['other'])}")
+    elif by_role.get("other"):
+        clauses.append(f"{people(by_role['other'])} {'speak' if len(by_role['other']) > 1 else 'speaks'}")
+    return "; ".join(clauses)
+
+
+def _sentences_of(text: str, spans: list[tuple[int, int]], max_words: int) -> list[tuple[int, int]]:
+    """The first of ``spans`` up to ``max_words`` words (at least one)."""
+    out: list[tuple[int, int]] = []
+    used = 0
+    for a, b in spans:
+        n = len(text[a:b].split())
+        if out and used + n > max_words:
+            break
+        out.append((a, b))
+        used += n
+    return out
+
+
+def _asked(p: Passage, max_words: int, short: int = 12) -> list[tuple[int, int]]:
+    """What the question of a passage asks: its sentences that end with a question mark (the
+    last ones, within ``max_words``), or its last sentence when none does. A short question
+    leans on what came before it ("How far are we along that journey?"): the sentence before
+    it comes too, when the budget allows."""
+    spans = [(a, b) for a, b in sentence_spans(p.question) if len(p.question[a:b].split()) >= 2]
+    asking = [(a, b) for a, b in spans if p.question[a:b].rstrip("\"'”’) ").endswith("?")] or spans[-1:]
+    chosen = sorted(_sentences_of(p.question, asking[::-1], max_words))
+    if chosen and sum(len(p.question[a:b].split()) for a, b in chosen) < short:
+        before = [(a, b) for a, b in spans if b <= chosen[0][0]][-1:]
+        if before and sum(len(p.question[a:b].split()) for a, b in before + chosen) <= max_words:
+            chosen = before + chosen
+    return chosen
+
+
+def _quote_citation(n: int, p: Passage, field: str, spans: list[tuple[int, int]], role: str) -> Citation | None:
+    """One citation of the given sentences of a passage's answer ("text") or question, or None
+    when they are not that speaker's own words (check_attribution)."""
+    if not spans:
+        return None
+    text = getattr(p, field)
+    sents = [Sentence(0, a, b, text[a:b], field=field) for a, b in spans]
+    to_source = p.question_spans if field == "question" else p.source_spans
+    c = Citation(n=n, passage=p, quote=_join_quotes(text, sents),
+                 highlights=sorted(h for a, b in _runs(text, sents) for h in to_source(a, b)),
+                 speaker=p.question_speaker if field == "question" else p.speaker,
+                 role=role, field=field)  # type: ignore[arg-type]
+    return c if check_attribution(c) else None
+
+
+def spread(items: Sequence[Any], n: int) -> list[Any]:
+    """``n`` of ``items`` spread evenly from the first to the last (all of them when fewer)."""
+    if len(items) <= n:
+        return list(items)
+    if n == 1:
+        return [items[0]]
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def overview(title: str, speakers: Sequence[Speaker], passages: Sequence[Passage], questions: int,
+             lookup: SpeakerLookup, first: int = 1, quote_words: int = 50) -> tuple[str, list[Citation]]:
+    """What a transcript is about, from its own parts: who takes part (its speaker list), what its
+    introduction says, and the questions put in it (``questions`` of them, spread evenly over the
+    transcript), each quoted and cited to whoever said it. ``passages`` are the transcript's, in
+    order; citations are numbered from ``first``. Without questions (a talk, a statement), the
+    opening sentences of passages spread over it are quoted instead. ``questions`` 0: who takes
+    part, and nothing else."""
+    lines = [f"“{title}”: {cast(speakers)}." if speakers else f"“{title}”."]
+    citations: list[Citation] = []
+    if not questions:
+        return lines[0], citations
+    intro = next((p for p in passages if p.kind == "introduction"), None)
+    if intro is not None:
+        c = _quote_citation(first, intro, "text", _sentences_of(intro.text, sentence_spans(intro.text), quote_words), intro.role)
+        if c is not None:
+            citations.append(c)
+            lines.append(f"{attribution(intro)}: “{c.quote}” [{c.n}]")
+    seen: set[tuple[int, str]] = set()
+    asked = []
+    for p in passages:
+        if p.question.strip() and p.question_speaker and (p.turns[0], p.question_speaker) not in seen:
+            seen.add((p.turns[0], p.question_speaker))
+            asked.append(p)
+    items: list[str] = []
+    for p in spread(asked, questions):
+        sp = lookup(p.transcript, p.question_speaker)
+        c = _quote_citation(first + len(citations), p, "question", _asked(p, quote_words), sp.role if sp else "other")
+        if c is not None:
+            citations.append(c)
+            items.append(f"- {named(p.question_speaker, sp)}: “{c.quote}” [{c.n}]")
+    if items:
+        shown = f"{len(items)} of the {len(asked)} questions asked, from first to last" if len(asked) > len(items) else "The questions asked"
+        lines.append(f"{shown}:\n" + "\n".join(items))
+    else:
+        said = [p for p in passages if p.kind in ("answer", "statement") and p.text.strip() and p.part <= 1]
+        for p in spread(said, questions):
+            c = _quote_citation(first + len(citations), p, "text", _sentences_of(p.text, sentence_spans(p.text)[:1], quote_words), p.role)
+            if c is not None:
+                citations.append(c)
+                items.append(f"- {attribution(p, named(p.speaker, lookup(p.transcript, p.speaker)))}: “{c.quote}” [{c.n}]")
+        if items:
+            lines.append("In order:\n" + "\n".join(items))
+    return "\n\n".join(lines), citations
+
+
+def key_points(title: str, points: Sequence[tuple[Passage, tuple[int, int]]], lookup: SpeakerLookup,
+               first: int = 1) -> tuple[str, list[Citation]]:
+    """'Key points of “Title”, from first to last:' and one quoted sentence per answer chosen
+    (rag._engine.Engine._points), each cited to its speaker; the speaker is named on each line
+    unless one person says them all."""
+    speakers = {p.speaker for p, _ in points}
+    one = next(iter(speakers)) if len(speakers) == 1 else ""
+    citations: list[Citation] = []
+    items = []
+    for p, span in points:
+        c = _quote_citation(first + len(citations), p, "text", [span], p.role)
+        if c is not None:
+            citations.append(c)
+            who = "" if one else f"{attribution(p, named(p.speaker, lookup(p.transcript, p.speaker)))}: "
+            items.append(f"- {who}“{c.quote}” [{c.n}]")
+    if not items:
+        return f"“{title}” has no answers to draw key points from.", []
+    whose = f" of what {named(one, lookup(points[0][0].transcript, one))} says" if one else ""
+    return f"Key points{whose} in “{title}”, from first to last:\n" + "\n".join(items), citations
+
+
+def record(field: str, infos: Sequence[Any], shown: int = 10) -> str:
+    """When the transcripts were made ("date") or where they come from ("source"), as their front
+    matter or file header gives it; says so for those that do not."""
+    given = [(i.title or i.id, getattr(i, field)) for i in infos if getattr(i, field)]
+    missing = [i.title or i.id for i in infos if not getattr(i, field)]
+    lines = [f"“{title}”: {value}." for title, value in given[:shown]]
+    if len(given) > shown:
+        lines.append(f"…and {len(given) - shown} more with a {field}.")
+    if missing:
+        names = and_list([f"“{t}”" for t in missing[:shown]] + ([f"{len(missing) - shown} more"] if len(missing) > shown else []))
+        lines.append(f"{names} {'gives' if len(missing) == 1 else 'give'} no {field}.")
+    return "\n".join(lines)
+
+
+# A speaker saying who they are: "I trained as a clinician", "I'm still a practising clinician",
+# "becoming National Clinical Director for Improvement", "in my role as chief executive", "I joined
+# the bank in 1998". First person, and what follows names a post (an article, or a capitalised title)
+_SELF = re.compile(
+    r"\b(?:I\s+(?:am|was|have\s+been|had\s+been)|I[’']m|I[’']ve\s+been)\s+(?:still\s+|now\s+|also\s+|currently\s+|formerly\s+)?"
+    r"(?:(?:a|an)\s+(?!(?:bit|little|lot|fan|great\s+deal)\b)\w+|the\s+[A-Z]\w+|[A-Z][a-z]+\s+[A-Z]\w+)|"
+    r"\bI\s+(?:trained|qualified|started|began|worked|work|served|serve|joined|practis?ed|practiced)\s+(?:training\s+)?(?:as|at|with)\s+(?:a|an|the|[A-Z])|"
+    r"\b(?:I\s+became|becoming|I\s+was\s+appointed|being\s+appointed|I\s+took\s+up)\s+(?:a|an|the\s+)?[A-Z]\w+|"
+    r"\bmy\s+(?:new\s+|current\s+|previous\s+|old\s+)?(?:role|job|post|position|title)\s+(?:as|is|was)\b|"
+    r"\bin\s+my\s+(?:new\s+|current\s+)?(?:role|job|post|position)\s+as\b|"
+    r"\bI\s+(?:started|began)\s+training\s+as\s+(?:a|an|the)\b")
+
+
+def self_descriptions(passages: Sequence[Passage], name: str, limit: int = 3) -> list[tuple[Passage, tuple[int, int]]]:
+    """Sentences in which ``name`` says who they are (their post, training, work), in the order
+    they were said: the answer to "Who is X?" when the speaker list does not describe X."""
+    out = []
+    for p in passages:
+        if p.speaker != name or p.kind not in ("answer", "statement"):
+            continue
+        for a, b in passage_sentences(p):
+            if _SELF.search(p.text[a:b]):
+                out.append((p, (a, b)))
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def in_own_words(name: str, found: Sequence[tuple[Passage, tuple[int, int]]], lookup: SpeakerLookup,
+                 first: int = 1) -> tuple[str, list[Citation]]:
+    """'Shah says: “I trained as a clinician…” [1] “…” [2]': the sentences of self_descriptions(),
+    one citation per passage, each checked to be the speaker's own words."""
+    by_passage: dict[str, tuple[Passage, list[tuple[int, int]]]] = {}
+    for p, span in found:
+        by_passage.setdefault(p.chunk_id, (p, []))[1].append(span)
+    quotes, citations = [], []
+    for p, spans in by_passage.values():
+        c = _quote_citation(first + len(citations), p, "text", sorted(spans), p.role)
+        if c is not None:
+            citations.append(c)
+            quotes.append(f"“{c.quote}” [{c.n}]")
+    return (f"{short_name(name)} says: " + " ".join(quotes) if quotes else ""), citations
+
+
 def attribution(p: Passage, name: str | None = None) -> str:
     """Who says the answer's words, for the prose; ``name`` is the answerer as the answer names
     them (default: the passage's speaker)."""
@@ -386,16 +595,8 @@ def compose(
                 continue
             sp = lookup(p.transcript, who) if who else None
             role = p.role if field == "text" else (sp.role if sp is not None else "other")
-            c = Citation(
-                n=len(citations) + 1,
-                passage=p,
-                quote=_join_quotes(getattr(p, field), sents),
-                highlights=sorted(h for a, b in _runs(getattr(p, field), sents) for h in spans(a, b)),
-                speaker=who,
-                role=role,
-                field=field,  # type: ignore[arg-type]
-            )
-            if not check_attribution(c):
+            c = _quote_citation(len(citations) + 1, p, field, [(s.start, s.end) for s in sents], role)
+            if c is None:
                 continue
             citations.append(c)
             name = named(who, sp)

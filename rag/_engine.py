@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -276,14 +276,15 @@ class Engine:
         turns = [_history_turn(a) for a in history]
         p = self.settings.planning
         query = plan(question, turns, index.corpus, filters, self._rarity, strip_request=p.strip_request,
-                     title_neutral=p.title_neutral, scope=p.scope)
+                     title_neutral=p.title_neutral, scope=p.scope, overview=p.overview,
+                     said_points=self.settings.answer.said_points, transcript_words=p.transcript_words)
         if query.followup and (self.settings.llm or self._chat_model is not None):
             from ._llm import rewrite_followup
 
             rewritten = rewrite_followup(self._chat(), question, [t.question for t in turns])
             if rewritten:
                 query = plan(rewritten, [], index.corpus, query.filters, self._rarity, strip_request=p.strip_request,
-                             title_neutral=p.title_neutral, scope=p.scope)
+                             title_neutral=p.title_neutral, scope=p.scope, overview=p.overview, transcript_words=p.transcript_words)
                 query.question, query.followup = question, True
         timings["load_ms"] = (time.perf_counter() - t0) * 1000
         t1 = time.perf_counter()
@@ -362,14 +363,36 @@ class Engine:
         abstained = decide(query, evidence, chosen, top, idf=self._idf, vocab=self.index().corpus.words,
                            settings=self.settings.refusal, threshold=self.settings.abstain_threshold)
         notice = premise = ""
-        use_llm = (llm if llm is not None else bool(self.settings.llm or self._chat_model)) and not abstained
-        said_by_others = None if use_llm else self._said_by_others(query, top, evidence_vec)
-        who = "" if use_llm or not query.who_is else self._who_is(query)
-        if who:
-            # "Who is Amar Shah?": the speaker lists say who they are; their own words (or others'
-            # about them) are quoted beside only where they bear on it as an answer would
-            text, citations = who, []
-            if evidence >= self.settings.abstain_threshold:
+        llm_on = llm if llm is not None else bool(self.settings.llm or self._chat_model)
+        use_llm = llm_on and not abstained
+        # (a question about a whole transcript is answered from it: neither is asked for)
+        said_by_others = None if use_llm or query.overview else self._said_by_others(query, top, evidence_vec)
+        who, who_cited = ("", []) if use_llm or query.overview or not query.who_is else self._who_is(query)
+        overview = self._whole(query) if query.overview else None
+        if overview is not None:
+            # "What is this interview about?": the transcript's own parts say it. In LLM mode the
+            # model writes it from those parts (the retrieved passages would show it only a few),
+            # and the extractive overview stands when it fails or finds nothing to say
+            text, citations, top = overview
+            abstained = False
+            if llm_on and citations:  # (whatever the refusal said of the retrieved passages)
+                from ._llm import llm_answer
+
+                llm_result = llm_answer(self._chat(), query.text, top, on_token=on_token)
+                if llm_result.error:
+                    notice = f"The language model failed ({llm_result.error}); showing the extractive answer."
+                elif not llm_result.refused:
+                    text, citations = llm_result.text, llm_result.citations
+        elif query.overview:  # no transcript passes the filters
+            text, citations, top, abstained = REFUSAL, [], [], True
+        elif who:
+            # "Who is Amar Shah?": the speaker lists say who they are (with what they say of
+            # themselves when the lists do not); otherwise their own words (or others' about them)
+            # are quoted beside only where they bear on it as an answer would
+            text, citations = who, who_cited
+            if who_cited:
+                top = list({c.passage.chunk_id: Retrieved(c.passage, 1.0, rank=c.n) for c in who_cited}.values())
+            elif evidence >= self.settings.abstain_threshold:
                 quoted, citations = _answer.compose(top, chosen, speakers=self._speaker_lookup)
                 text = f"{who}\n\n{quoted}" if citations else who
             abstained = False
@@ -411,19 +434,20 @@ class Engine:
             premise=premise,
         )
 
-    def _who_is(self, query: QueryPlan) -> str:
+    def _who_is(self, query: QueryPlan) -> tuple[str, list[Citation]]:
         """Who the people a "Who is X?" question names are, from the transcripts' speaker lists
-        (name, tag, description, role, in which transcripts); "" when it names nobody known."""
+        (name, tag, description, role, in which transcripts), and for one the lists do not describe,
+        what they say of themselves (their post, training, work), quoted and cited; "" when it
+        names nobody known."""
         index = self.index()
         everyone = index.corpus.people_in(query, limit=0)
         names = {sp.name for sp in everyone}
         if len(names) > 3 and not query.speakers and len(query.roles) == 1:
             # "Who are the interviewers?" across many hearings: name them rather than describe each
-            return _answer.role_holders(query.roles[0], sorted(names))
+            return _answer.role_holders(query.roles[0], sorted(names)), []
         if len(names) > 3:
-            return ""
-        scope = query.filters.get("transcript")
-        scope = {scope} if isinstance(scope, str) else set(scope or ())
+            return "", []
+        scope = query.in_scope()
         people = [(sp, info.title or tid) for tid, info in self._manifest.items() if not scope or tid in scope
                   for sp in info.speakers if sp.name in names]
         for name in query.speakers:
@@ -435,7 +459,102 @@ class Engine:
                 if p.speaker == name and p.kind == "comment" and (not scope or p.transcript in scope):
                     people.append((Speaker(name, name, "comment", f"a reader, {p.comment_date}".rstrip(", ")),  # type: ignore[arg-type]
                                    p.title or p.transcript))
-        return _answer.who_is(people)
+        text, citations = _answer.who_is(people), []
+        for name in dict.fromkeys(sp.name for sp, _ in people if not sp.description):
+            rows = index.rows({"speaker": name, **({"transcript": sorted(scope)} if scope else {})})
+            own = [index.passages[int(i)] for i in (rows if rows is not None else ())]
+            said, cited = _answer.in_own_words(name, _answer.self_descriptions(own, name), self._speaker_lookup,
+                                               first=len(citations) + 1)
+            if said:
+                text, citations = f"{text}\n\n{said}", citations + cited
+        return text, citations
+
+    def _whole(self, query: QueryPlan) -> tuple[str, list[Citation], list[Retrieved]] | None:
+        """Questions about whole transcripts: what they are about (rag._answer.overview) or their
+        key points (rag._answer.key_points), for each transcript in the question's scope (its
+        filters, the transcript it names or the one the conversation is on, and for key points of
+        named people, those they speak in); with more than ``answer.overview_transcripts``, their
+        titles. Returns the text, its citations and the cited passages as the answer's sources;
+        None when no transcript is left."""
+        a = self.settings.answer
+        index = self.index()
+        filters = dict(query.filters)
+        if not filters.get("transcript") and query.scope:
+            filters["transcript"] = query.scope
+        rows = index.rows(filters)  # the transcripts the filters leave (a speaker's, a date's...)
+        kept = None if rows is None else {index.passages[int(i)].transcript for i in rows}
+        if query.key_points and query.speakers:
+            theirs = {t for name in query.speakers for t in index.corpus.people.get(name, ())}
+            kept = theirs if kept is None else kept & theirs
+        tids = [tid for tid in self._manifest if kept is None or tid in kept]
+        if not tids:
+            return None
+        if query.record:
+            # "When was this interview recorded?": what the transcripts' front matter says
+            return _answer.record(query.record, [self._manifest[tid] for tid in tids]), [], []
+        if len(tids) > a.overview_transcripts:
+            titles = [f"“{self._manifest[tid].title or tid}”" for tid in tids]
+            shown = titles[:10] + ([f"{len(titles) - 10} more"] if len(titles) > 10 else [])
+            return (f"{len(tids)} transcripts are searched: {_answer.and_list(shown)}. Name one (by its title, or "
+                    "a person in it) for what it is about.", [], [])
+        texts: list[str] = []
+        citations: list[Citation] = []
+        many = a.key_points if query.key_points else a.overview_questions
+        per = many if len(tids) == 1 else max(2, many // len(tids))
+        if query.cast:
+            per = 0  # "Who are the speakers?": the overview's first line
+        for tid in tids:
+            info = self._manifest[tid]
+            rows = [int(i) for i in index.transcript_rows(tid)]
+            passages = sorted((index.passages[i] for i in rows), key=lambda p: (p.turns, p.part))
+            if query.key_points:
+                row_of = {index.passages[i].chunk_id: i for i in rows}
+                vectors = index.vectors
+                points = self._points(query, passages, per,
+                                      None if vectors is None else (lambda p: vectors[row_of[p.chunk_id]]))
+                text, cited = _answer.key_points(info.title or tid, points, self._speaker_lookup, first=len(citations) + 1)
+            else:
+                text, cited = _answer.overview(info.title or tid, info.speakers, passages, per, self._speaker_lookup,
+                                               first=len(citations) + 1)
+            texts.append(text)
+            citations += cited
+        sources = list({c.passage.chunk_id: c.passage for c in citations}.values())
+        return "\n\n".join(texts), citations, [Retrieved(p, 1.0, rank=i + 1) for i, p in enumerate(sources)]
+
+    def _points(self, query: QueryPlan, passages: list[Passage], n: int,
+                vector: Callable[[Passage], np.ndarray] | None) -> list[tuple[Passage, tuple[int, int]]]:
+        """A transcript's key points: of the answers of the people (kinds, roles) the question names,
+        else of everyone but the interviewers and readers who commented, ``n`` answers spread from first to last, and of
+        each the sentence closest to the whole exchange (its passage's vector: the question with
+        the answer), i.e. the sentence that answers what was asked; without passage vectors in
+        memory, the one closest to the mean of the answer's sentences."""
+        def theirs(p: Passage) -> bool:
+            if query.speakers:
+                return p.speaker in query.speakers
+            if query.kinds:
+                return p.kind in query.kinds
+            if query.roles:
+                return p.role in query.roles
+            return p.role != "interviewer" and p.kind != "comment"  # readers' comments are not the interview's
+
+        answers: dict[tuple[int, int], list[Passage]] = {}
+        for p in passages:
+            if p.kind in ("answer", "statement", "comment") and p.text.strip() and theirs(p):
+                answers.setdefault(p.turns, []).append(p)
+        points = []
+        for group in _answer.spread(list(answers.values()), n):
+            best = None
+            for p, mat in zip(group, self._sentence_vectors([(p, "text") for p in group])):
+                if not len(mat):
+                    continue
+                centre = vector(p) if vector is not None else mat.mean(axis=0)
+                cos = mat @ np.asarray(centre, dtype=np.float32)
+                i = int(np.argmax(cos))
+                if best is None or cos[i] > best[0]:
+                    best = (float(cos[i]), p, _answer.passage_sentences(p)[i])
+            if best is not None:
+                points.append((best[1], best[2]))
+        return points
 
     def _said_by_others(self, query: QueryPlan, top: list[Retrieved],
                         evidence_vec: np.ndarray) -> tuple[str, list[Citation]] | None:
@@ -674,8 +793,10 @@ def _named_in(query: QueryPlan) -> str:
 
 
 def _history_turn(a: Answer) -> HistoryTurn:
-    speaker = a.citations[0].passage.speaker if a.citations else (a.retrieved[0].passage.speaker if a.retrieved else None)
-    return HistoryTurn(question=a.resolved_question or a.question, filters=dict(a.filters), speaker=speaker, speakers=list(a.speakers))
+    source = a.citations[0].passage if a.citations else (a.retrieved[0].passage if a.retrieved else None)
+    return HistoryTurn(question=a.resolved_question or a.question, filters=dict(a.filters),
+                       speaker=source.speaker if source else None, speakers=list(a.speakers),
+                       transcript=source.transcript if source else None)
 
 
 def load_view(store: Store, settings: Settings, fingerprint: str) -> _snapshot.View:
@@ -687,11 +808,15 @@ def load_view(store: Store, settings: Settings, fingerprint: str) -> _snapshot.V
         view = _snapshot.read(settings, collection, fingerprint)
         if view is not None:
             return view
-    # a snapshot of an earlier version of the store (before this ingest): its unchanged
-    # transcripts' passages and vectors are taken from it instead of read again
-    previous = _snapshot.latest(settings, collection) if settings.snapshot else None
-    view, whole = build_view(store, fingerprint, previous)
-    del previous
+        # from the snapshot of an earlier version of the store (before this ingest), by what changed
+        try:
+            _snapshot.update(settings, collection, store, fingerprint)
+        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+            pass  # an earlier snapshot that cannot be read, or no room: built from the store below
+        view = _snapshot.read(settings, collection, fingerprint)
+        if view is not None:
+            return view
+    view, whole = build_view(store, fingerprint)
     # written only when what was read is the store at ``fingerprint``: every transcript whole,
     # and no other process's ingest between the fingerprint and the end of the reads
     if settings.snapshot and whole and store.fingerprint() == fingerprint:
@@ -702,17 +827,15 @@ def load_view(store: Store, settings: Settings, fingerprint: str) -> _snapshot.V
     return view
 
 
-def build_view(store: Store, fingerprint: str, previous: _snapshot.View | None = None) -> tuple[_snapshot.View, bool]:
+def build_view(store: Store, fingerprint: str) -> tuple[_snapshot.View, bool]:
     """The view built from the store's records (every passage with its vector, the BM25
-    indexes, the idf table), and whether every transcript was read whole. ``previous``: the
-    view of an earlier version of the store, whose unchanged transcripts are not read again."""
+    indexes, the idf table), and whether every transcript was read whole."""
     whole = False
     for attempt in range(5):
         manifest = store.manifest()
         # float16 in memory: half the size, and cosines within ~1e-3 of float32 (the fusion
         # and the filtered search use them; Chroma's HNSW search keeps float32)
-        got = _reuse(store, manifest, previous) if previous is not None else None
-        passages, vectors = got or store.all_passages(with_vectors=True, manifest=manifest, vector_dtype=np.float16)
+        passages, vectors = store.all_passages(with_vectors=True, manifest=manifest, vector_dtype=np.float16)
         counts: dict[str, int] = {}
         for p in passages:
             counts[p.transcript] = counts.get(p.transcript, 0) + 1
@@ -722,42 +845,26 @@ def build_view(store: Store, fingerprint: str, previous: _snapshot.View | None =
         time.sleep(0.05 * (attempt + 1))  # caught between another ingest's writes: read again
     speakers = [s for info in manifest.values() for s in info.speakers]
     index = Index(passages, speakers, {t: i.version for t, i in manifest.items()}, fingerprint, vectors)
-    return _snapshot.View(index, _idf(passages), manifest), whole
-
-
-def _reuse(store: Store, manifest: dict[str, TranscriptInfo],
-           previous: _snapshot.View) -> tuple[list[Passage], np.ndarray] | None:
-    """The passages and vectors of the store at ``manifest`` (in ``Store.all_passages`` order:
-    by transcript, then position), those of the transcripts whose version ``previous`` holds
-    taken from it, only the others read from the store; None when less than half of the
-    passages can be taken from it (one read of everything is then about as cheap)."""
-    old = previous.index
-    if old.vectors is None:
-        return None
-    same = [t for t, info in manifest.items() if old.versions.get(t) == info.version]
-    total = sum(info.n_passages for info in manifest.values())
-    if not same or 2 * sum(manifest[t].n_passages for t in same) < total:
-        return None
-    parts: dict[str, tuple[list[Passage], np.ndarray]] = {}
-    for t in same:
-        rows = old.transcript_rows(t)
-        parts[t] = ([old.passages[int(i)] for i in rows], np.asarray(old.vectors[rows]))
-    for t in manifest:
-        if t not in parts:
-            parts[t] = store.all_passages(t, with_vectors=True, manifest=manifest, vector_dtype=np.float16)  # type: ignore[assignment]
-    order = sorted(parts)  # (transcript ids: all_passages's order)
-    passages = [p for t in order for p in parts[t][0]]
-    if not passages:
-        return None
-    vectors = np.concatenate([parts[t][1] for t in order if len(parts[t][0])]).astype(np.float16)
-    return passages, vectors
+    df = term_counts(passages)
+    return _snapshot.View(index, idf_table(df, len(passages)), manifest, df), whole
 
 
 def _idf(passages: Sequence[Passage]) -> dict[str, float]:
     """Inverse document frequency of content words over passages (question + answer)."""
+    return idf_table(term_counts(passages), len(passages))
+
+
+def term_counts(passages: Iterable[Passage]) -> dict[str, int]:
+    """How many of the passages hold each content word (question + answer): what the idf table
+    is made from, kept in the query snapshot so that adding a transcript counts its own."""
     df: dict[str, int] = {}
     for p in passages:
         for t in set(_answer._terms(f"{p.question} {p.text}")):
             df[t] = df.get(t, 0) + 1
-    n = max(len(passages), 1)
+    return df
+
+
+def idf_table(df: dict[str, int], n: int) -> dict[str, float]:
+    """The idf of each term held by ``df[term]`` of ``n`` passages."""
+    n = max(n, 1)
     return {t: math.log(1 + n / c) for t, c in df.items()}

@@ -656,11 +656,15 @@ def _engine_row(q: dict[str, Any], gold: list[list[Range]], answer: Any, ranked:
     row["timings_ms"] = {key: round(float(v), 2) for key, v in (getattr(answer, "timings_ms", None) or {}).items()}
     row["answer"] = text
     row["gold"] = [{"transcript": t, "start_char": a, "end_char": b} for src in gold for t, a, b in src]
+    # the first k, and any cited beyond them (an overview cites up to answer.overview_questions + 1)
+    cited = {c.passage.chunk_id for c in cits}
+    shown = max([k] + [i + 1 for i, r in enumerate(ranked) if r.passage.chunk_id in cited])
     row["retrieved"] = [
         {"rank": i, "chunk_id": r.passage.chunk_id, "transcript": r.passage.transcript,
          "start_char": r.passage.start_char, "end_char": r.passage.end_char,
          "score": round(float(r.score), 6), "speaker": r.passage.speaker, "correct": bool(c)}
-        for i, (r, c) in enumerate(zip(ranked[:k], coverage([_passage_range(r.passage) for r in ranked[:k]], gold) if gold else [set()] * k), 1)
+        for i, (r, c) in enumerate(zip(ranked[:shown], coverage([_passage_range(r.passage) for r in ranked[:shown]], gold)
+                                       if gold else [set()] * shown), 1)
     ]
     row["citations"] = [
         {"n": c.n, "chunk_id": c.passage.chunk_id, "transcript": c.passage.transcript,

@@ -17,11 +17,13 @@ store or a model. What it resolves:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ._records import Passage, Speaker
+from ._settings import TRANSCRIPT_WORDS
 from ._text import STOPWORDS, content_words, fold, words
 
 # Honorifics and titles are not names: "Mr" must not match every "Mr. X".
@@ -107,20 +109,43 @@ class _Reference:
 
 
 
+def passage_words(p: Passage) -> set[str]:
+    """The words (folded) a passage adds to the corpus's words."""
+    return set(words(fold(f"{p.speaker} {p.question_speaker} {p.question} {p.text} {p.title}")))
+
+
+def corpus_words(passage_words: Iterable[str], speakers: list[Speaker]) -> set[str]:
+    """Every word of the corpus: the passages' words, and the speakers' names, tags, descriptions
+    and aliases (for "is this name mentioned anywhere?")."""
+    out = set(passage_words)
+    for sp in speakers:
+        out.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
+    out.update([w[:-2] for w in out if w.endswith("'s")])  # "Berwick's" mentions Berwick
+    return out
+
+
 class Corpus:
     """What the planner knows of the corpus: every word it contains, and its speakers."""
 
     def __init__(self, passages: list[Passage], speakers: list[Speaker]) -> None:
         # every word of the corpus (folded), and the speakers' names and titles, for "is this
         # name mentioned anywhere?"
-        self.words: set[str] = set()
+        # (how many passages hold each word: what the query snapshot keeps, so that adding a
+        # transcript counts its own passages' words only)
+        self.passage_words: dict[str, int] = {}
+        count = self.passage_words
         for p in passages:
-            self.words.update(words(fold(f"{p.speaker} {p.question_speaker} {p.question} {p.text} {p.title}")))
-        for sp in speakers:
-            self.words.update(words(fold(f"{sp.name} {sp.tag} {sp.description} {' '.join(sp.aliases)}")))
-        self.words.update([w[:-2] for w in self.words if w.endswith("'s")])  # "Berwick's" mentions Berwick
+            for w in passage_words(p):
+                count[w] = count.get(w, 0) + 1
+        self.words: set[str] = corpus_words(count, speakers)
         self._init_speakers(_speaker_entries(speakers), speakers)
-        self._texts: Callable[[], Iterable[str]] = lambda: (p.text for p in passages)
+        texts = [p.text for p in passages]
+
+        def has_word(word: str) -> bool:
+            pattern = re.compile(rf"(?<![\w'’-]){re.escape(word)}(?![\w'’-])")
+            return any(pattern.search(t) for t in texts)
+
+        self._has_word: Callable[[str], bool] = has_word
         # transcripts by what names them: title, file name, and the people interviewed in them
         self.titles: dict[str, str] = {}
         self.people: dict[str, set[str]] = {}  # speaker name -> transcripts they speak in
@@ -132,11 +157,11 @@ class Corpus:
 
     @classmethod
     def restored(cls, entries: list[SpeakerEntry], speakers: list[Speaker], *, words: set[str],
-                 titles: dict[str, str], people: dict[str, set[str]], texts: Callable[[], Iterable[str]]) -> "Corpus":
-        """A Corpus from what ``__init__`` computed, read back (rag/_snapshot.py); ``texts``:
-        every passage's answer text, in order, when asked for."""
+                 titles: dict[str, str], people: dict[str, set[str]], has_word: Callable[[str], bool]) -> "Corpus":
+        """A Corpus from what ``__init__`` computed, read back (rag/_snapshot.py); ``has_word``:
+        is a word written, as spelt, as a whole word in some passage's answer text?"""
         self = cls.__new__(cls)
-        self.words, self.titles, self.people, self._texts = words, titles, people, texts
+        self.words, self.titles, self.people, self._has_word = words, titles, people, has_word
         self._init_speakers(entries, speakers)
         return self
 
@@ -153,8 +178,7 @@ class Corpus:
         """Do the transcripts' answers write ``word`` in lower case anywhere (looked up once per
         word)?"""
         if word not in self._as_word:
-            pattern = re.compile(rf"(?<![\w'’-]){re.escape(word)}(?![\w'’-])")
-            self._as_word[word] = any(pattern.search(t) for t in self._texts())
+            self._as_word[word] = self._has_word(word)
         return self._as_word[word]
 
     def match_speakers(self, name: str) -> list[str]:
@@ -172,13 +196,17 @@ class Corpus:
     def people_in(self, query: "QueryPlan", limit: int = 3) -> list[Speaker]:
         """The speaker records of the people a question names, or of those with the roles it
         names, within its transcript filter; none when a role names more than ``limit`` people."""
-        scope = query.filters.get("transcript")
-        scope = {scope} if isinstance(scope, str) else set(scope or ())
+        scope = query.in_scope()
         out = [s for s in self._speakers if s.name in query.speakers]
         if not out and query.roles:
             out = [s for s in self._speakers if s.role in query.roles and (not scope or self.people.get(s.name, set()) & scope)]
         names = list(dict.fromkeys(s.name for s in out))
         return [] if limit and len(names) > limit else out
+
+    def turns_of(self, names: Iterable[str]) -> int:
+        """How many turns the named people take, in all the transcripts."""
+        names = set(names)
+        return sum(s.turns for s in self._speakers if s.name in names)
 
     def describe(self, query: "QueryPlan") -> str:
         """The named people as the transcripts present them: name, tag, description, aliases."""
@@ -339,37 +367,55 @@ _TITLE_PARTS = re.compile(r"\s+and\s+|\s*[,;/()\[\]–—]\s*|\s+-\s+")  # "Depu
 _COMPLEMENT = re.compile(r"\s+(?:of|for|to|on|in|at|with|from)\s+")
 
 
+@functools.lru_cache(maxsize=65536)
+def _speaker_parts(name: str, tag: str, description: str, aliases: tuple[str, ...],
+                   names: tuple[str, ...]) -> tuple[list[str], frozenset, frozenset, frozenset, frozenset, frozenset]:
+    """What one speaker record adds to its entry: phrases, name tokens, capital tags, title
+    words, title heads and title phrases (the same person is listed in many transcripts: made
+    once per distinct record)."""
+    phrases: list[str] = []
+    for label in [name, tag, *names, *aliases]:
+        f = fold(label)
+        if f and f not in phrases:
+            phrases.append(f)
+    name_labels = [name, tag, *names] + [a for a in aliases if _NAME_PREFIX.match(a)]
+    tokens = {w for label in name_labels for w in words(fold(label))
+              if w not in _HONORIFICS and len(w) >= 2 and w not in STOPWORDS}
+    caps = {fold(tag)} if tag.isupper() and len(tag) >= 2 and fold(tag) in STOPWORDS else set()
+    titles: set[str] = set()
+    heads: set[str] = set()
+    title_phrases: set[str] = set()
+    for label in [description, *aliases, tag, name]:
+        titles.update(w for w in words(fold(label)) if w not in STOPWORDS and len(w) > 2)
+        for n, part in enumerate(_TITLE_PARTS.split(fold(label))):
+            # the head noun ends the phrase before its complement: "minister" of "deputy prime
+            # minister", of "minister of finance", of "cabinet secretary for education"; the
+            # parts of a complement's list have none ("science" in "Minister of Innovation,
+            # Science and Industry")
+            head_part, *complement = _COMPLEMENT.split(part, maxsplit=1)
+            before = [w for w in words(head_part) if w not in STOPWORDS and w not in _HONORIFICS and len(w) > 2]
+            if before and (n == 0 or complement):
+                heads.add(before[-1])
+            phrase = " ".join(w for w in words(part) if w not in STOPWORDS and len(w) > 2)
+            if phrase:
+                title_phrases.add(phrase)
+    return phrases, frozenset(tokens), frozenset(caps), frozenset(titles), frozenset(heads), frozenset(title_phrases)
+
+
 def _speaker_entries(speakers: list[Speaker]) -> list[SpeakerEntry]:
     """Name tokens come from the speaker's name and tag, and from aliases that are names
     ("Hon. Anthony Rota"); other aliases and descriptions ("Minister of Finance") are titles."""
     merged: dict[str, SpeakerEntry] = {}
     for s in speakers:
         e = merged.setdefault(s.name, SpeakerEntry(s.name, s.role, set(), set(), []))
-        name_labels = [s.name, s.tag, *s.names] + [a for a in s.aliases if _NAME_PREFIX.match(a)]
-        for label in [s.name, s.tag, *s.names, *s.aliases]:
-            f = fold(label)
-            if f and f not in e.phrases:
-                e.phrases.append(f)
-        for label in name_labels:
-            for w in words(fold(label)):
-                if w not in _HONORIFICS and len(w) >= 2 and w not in STOPWORDS:
-                    e.names.add(w)
-        if s.tag.isupper() and len(s.tag) >= 2 and fold(s.tag) in STOPWORDS:
-            e.caps.add(fold(s.tag))
-        for label in [s.description, *s.aliases, s.tag, s.name]:
-            e.titles.update(w for w in words(fold(label)) if w not in STOPWORDS and len(w) > 2)
-            for n, part in enumerate(_TITLE_PARTS.split(fold(label))):
-                # the head noun ends the phrase before its complement: "minister" of "deputy prime
-                # minister", of "minister of finance", of "cabinet secretary for education"; the
-                # parts of a complement's list have none ("science" in "Minister of Innovation,
-                # Science and Industry")
-                head_part, *complement = _COMPLEMENT.split(part, maxsplit=1)
-                before = [w for w in words(head_part) if w not in STOPWORDS and w not in _HONORIFICS and len(w) > 2]
-                if before and (n == 0 or complement):
-                    e.heads.add(before[-1])
-                phrase = " ".join(w for w in words(part) if w not in STOPWORDS and len(w) > 2)
-                if phrase:
-                    e.title_phrases.add(phrase)
+        phrases, names, caps, titles, heads, title_phrases = _speaker_parts(s.name, s.tag, s.description, tuple(s.aliases),
+                                                                            tuple(s.names))
+        e.phrases.extend(f for f in phrases if f not in e.phrases)
+        e.names |= names
+        e.caps |= caps
+        e.titles |= titles
+        e.heads |= heads
+        e.title_phrases |= title_phrases
     # a "name" shared by many speakers ("chair" in "The Chair" and "The Acting Chair") is a title
     counts: dict[str, int] = {}
     for e in merged.values():
@@ -407,6 +453,7 @@ class HistoryTurn:
     filters: dict[str, Any] = field(default_factory=dict)
     speaker: str | None = None  # main speaker of its answer
     speakers: list[str] = field(default_factory=list)  # speakers the question referred to
+    transcript: str | None = None  # transcript of its answer's first source ("this interview")
 
 
 @dataclass
@@ -596,8 +643,9 @@ _ANSWER_TYPE = (
     # conjunction inside one ("What did X say when discussing Y?")
     ("date", re.compile(r"^\s*((and|so|but)\s+)?(since |until )?when\b|\bwhen (did|was|were|is|are|will|would|does|do|has|had)\b"
                         r"|\b(what|which) (year|date|day|month|time)\b|\bhow long ago\b|\bin what year\b", re.I)),
-    ("amount", re.compile(r"\bhow much\b|\b(what|which) (was |is )?the (cost|price|amount|budget|salary|fee|sum)\b", re.I)),
-    ("number", re.compile(r"\bhow (many|often|old|long|far|big|large)\b|\b(what|which) (number|percentage|proportion|share|rate)\b", re.I)),
+    # "how much of the work ..." asks for a share (a number), "how much money ..." an amount
+    ("amount", re.compile(r"\bhow much\b(?!\s+of\b)|\b(what|which) (was |is )?the (cost|price|amount|budget|salary|fee|sum)\b", re.I)),
+    ("number", re.compile(r"\bhow much of\b|\bhow (many|often|old|long|far|big|large)\b|\b(what|which) (number|percentage|proportion|share|rate)\b", re.I)),
     ("person", re.compile(r"^\s*(who|whom)\b|\bwho (was|is|were|are|did|does)\b|\b(which|what) (person|people|member|minister|speaker)\b", re.I)),
     ("organisation", re.compile(r"\b(which|what) (company|companies|organi[sz]ations?|firm|agency|department|bank|institution|group)\b", re.I)),
     ("place", re.compile(r"^\s*where\b|\b(which|what) (country|countries|city|cities|place|region|town)\b", re.I)),
@@ -639,8 +687,7 @@ def question_parts(question: str) -> list[str]:
 
 
 # "in the interview with X", "in the episode with X", "in the conversation with X"
-_SCOPE_WITH = re.compile(r"\b(?:interview|episode|conversation|podcast|talk|session|hearing|meeting|chat)s?\s+(?:with|of|featuring)\s+"
-                         r"((?:[A-Z][\w'’.\-]*\s?){1,4})")
+_SCOPE_WITH = r"\b§KIND§\s+(?:with|of|featuring)\s+((?:[A-Z][\w'’.\-]*\s?){1,4})"  # case matters: a name follows
 
 
 @dataclass
@@ -663,6 +710,15 @@ class QueryPlan:
     topic: list[str] = field(default_factory=list)  # content words once speakers and request words go
     parts: list[str] = field(default_factory=list)  # what a question asking several things asks (question_parts)
     who_is: bool = False  # it asks who the people it names are ("Who is Amar Shah?"), not what they said
+    overview: bool = False  # it asks what a transcript as a whole is about ("What is this interview about?")
+    cast: bool = False  # it asks who takes part in one ("Who are the speakers?"): the overview's first line only
+    key_points: bool = False  # it asks for the key points of one, or of the people it names ("main takeaways?")
+    record: str = ""  # "date" or "source": it asks when a transcript was made, or where it comes from
+
+    def in_scope(self) -> set[str]:
+        """The transcripts the question is limited to by its transcript filter (empty: all)."""
+        scope = self.filters.get("transcript")
+        return {scope} if isinstance(scope, str) else set(scope or ())
 
     @property
     def refers(self) -> bool:
@@ -670,7 +726,7 @@ class QueryPlan:
         return bool(self.speakers or self.kinds or self.roles)
 
 
-def scope_of(question: str, corpus: Corpus) -> list[str]:
+def scope_of(question: str, corpus: Corpus, words: Iterable[str] = TRANSCRIPT_WORDS) -> list[str]:
     """Transcripts the question names: by file name ("covid_3", "interview.txt"), by whole title,
     or as "the interview/episode with X" where X names people who speak in them."""
     f = fold(question)
@@ -682,7 +738,7 @@ def scope_of(question: str, corpus: Corpus) -> list[str]:
             out.append(tid)
     if out:
         return sorted(out)
-    for m in _SCOPE_WITH.finditer(question):
+    for m in _patterns(tuple(words))["scope_with"].finditer(question):
         name = m.group(1).strip(" .,?!")
         people = corpus.match_speakers(name)
         found = sorted({t for p in people for t in corpus.people.get(p, ())})
@@ -707,15 +763,135 @@ def asks_who(question: str, query: QueryPlan, corpus: Corpus) -> bool:
     return bool(who and query.refers and not query.unknown_names and not corpus.residual_topic(who, query))
 
 
+# "What is this interview about?", "What topics does the episode cover?", "Give me an overview of
+# the conversation", "Summarize this hearing", "What was discussed?": the transcript as a whole is
+# the subject, with nothing after it (a question "about X" asks about X)
+_KIND = "§KIND§"  # the words that name a transcript (Settings.planning.transcript_words): filled in by _patterns
+_THE = r"(?:this|the|that|these|those|today[’']s)"
+_OVERVIEW = (
+    r"^\s*(?:(?:so|and|ok(?:ay)?|well)[\s,]+)?(?:"
+    rf"what(?:[’']s|\s+is|\s+was|\s+are|\s+were)\s+(?:{_THE}\s+)?{_KIND}\s+(?:all\s+)?about|"
+    rf"what\s+(?:is|was|are|were)\s+(?:the\s+)?(?:main\s+)?(?:topics?|subjects?|themes?|gist|points?)\s+of\s+{_THE}\s+{_KIND}|"
+    rf"what\s+(?:is|was|were|got|gets)\s+(?:discussed|covered|talked\s+about)(?:\s+in\s+{_THE}\s+{_KIND})?|"
+    rf"what\s+(?:main\s+)?(?:topics|subjects|themes|issues|questions)\s+(?:are|were|does|did|do)\s+(?:{_THE}\s+{_KIND}\s+)?"
+    r"(?:cover(?:ed)?|discuss(?:ed)?|address(?:ed)?|raised?|asked|come\s+up|came\s+up|deal\s+with|dealt\s+with|touch(?:ed)?\s+on)"
+    rf"(?:\s+in\s+{_THE}\s+{_KIND})?|"
+    rf"what\s+(?:does|did)\s+{_THE}\s+{_KIND}\s+(?:cover|discuss|deal\s+with|talk\s+about|address|touch\s+on)|"
+    r"(?:(?:please\s+|can\s+you\s+|could\s+you\s+)?give\s+(?:me|us)\s+)?(?:an?\s+)?(?:short\s+|brief\s+|quick\s+)?"
+    rf"(?:overview|summary|outline|synopsis|gist|rundown)\s+of\s+{_THE}\s+{_KIND}|"
+    rf"(?:(?:please|can\s+you|could\s+you)\s+)?(?:summari[sz]e|sum\s+up)\s+{_THE}\s+{_KIND}"
+    r")[\s?.!]*$")
+
+
+# "Who is in this interview?", "Who are the speakers?", "Who takes part in the hearing?"
+_CAST = (
+    r"^\s*(?:(?:so|and|ok(?:ay)?|well)[\s,]+)?(?:"
+    rf"who(?:[’']s|\s+is|\s+was|\s+are|\s+were)\s+(?:(?:in|on|speaking\s+in|taking\s+part\s+in)\s+{_THE}\s+{_KIND}|"
+    rf"the\s+(?:speakers|participants|people)(?:\s+(?:in|on)\s+{_THE}\s+{_KIND})?)|"
+    rf"who\s+(?:takes|took|is\s+taking|was\s+taking)\s+part(?:\s+in\s+{_THE}\s+{_KIND})?|"
+    rf"who\s+(?:speaks|spoke|is\s+speaking|talks|talked)(?:\s+in\s+{_THE}\s+{_KIND})?"
+    r")[\s?.!]*$")
+
+
+# "What are the key takeaways from this interview?", "Main points?", "What were the main points Amar
+# Shah made?", "Summarize what the guest said", "Sum up Bains's answers": the key points of a whole
+# transcript, or of the people named (a "who" that names nobody the corpus knows makes it no such question)
+_POINTS = r"(?:takeaways?|points?|messages?|lessons?|findings?|ideas?|arguments?|themes?|conclusions?|insights?)"
+_KEY_POINTS = (
+    r"^\s*(?:(?:so|and|ok(?:ay)?|well)[\s,]+)?(?:"
+    r"(?:(?:please\s+|can\s+you\s+|could\s+you\s+)?(?:give|list|tell)\s+(?:me|us)\s+|list\s+)?"
+    r"(?:what\s+(?:are|were)\s+)?(?:the\s+)?(?:key|main|most\s+important|big(?:gest)?|central)\s+" + _POINTS +
+    rf"(?:\s+(?:of|from|in)\s+{_THE}\s+{_KIND})?"
+    r"(?:\s+(?:(?:of|from|by|that)\s+)?(?P<who>.+?)(?:\s+(?:made|makes|said|says|raised|raises|gave|gives))?)??"
+    rf"(?:\s+(?:in|from)\s+{_THE}\s+{_KIND})?|"
+    r"(?:(?:please|can\s+you|could\s+you)\s+)?(?:summari[sz]e|sum\s+up)\s+what\s+(?P<who2>.+?)\s+"
+    rf"(?:said|says|say|thinks?|thought|argued?|argues|told\s+\w+)(?:\s+in\s+{_THE}\s+{_KIND})?|"
+    r"(?:(?:please|can\s+you|could\s+you)\s+)?(?:summari[sz]e|sum\s+up)\s+(?P<who3>.+?)(?:[’']s|[’'])\s+"
+    r"(?:views|answers|points|arguments|position|remarks|comments|testimony|evidence|words)"
+    r")[\s?.!]*$")
+_NOBODY = re.compile(r"^(?:was|were|is|has\s+been|had\s+been|everyone|everybody|they|people)$", re.I)
+# "What did Amar Shah say?", "What does the minister think?": no subject, so all of it
+_SAID_ONLY = re.compile(r"^\s*(?:and\s+)?what\s+(?:did|does|do|has|have)\s+(?P<who>.+?)\s+(?:say|said|talk\s+about|discuss|"
+                        r"argue|think|have\s+to\s+say)[\s?.!]*$", re.I)
+
+
+@functools.lru_cache(maxsize=16)
+def _patterns(words: tuple[str, ...]) -> dict[str, re.Pattern[str]]:
+    """The patterns that name a transcript, with ``words`` (and their plurals) as what a
+    transcript is called ("interview", "episode", "hearing", ...)."""
+    kind = "(?:" + "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True)) + ")s?"
+    out = {name: re.compile(src.replace("§KIND§", kind), re.I)
+           for name, src in (("overview", _OVERVIEW), ("cast", _CAST), ("key_points", _KEY_POINTS),
+                             ("when", _WHEN_HELD), ("where", _WHERE_FROM))}
+    out["scope_with"] = re.compile(_SCOPE_WITH.replace("§KIND§", "(?i:" + kind + ")"))
+    return out
+
+
+def asks_key_points(question: str, query: QueryPlan, corpus: Corpus, said_points: int = 0,
+                    words: Iterable[str] = TRANSCRIPT_WORDS) -> bool:
+    """Does the question ask for the key points of whole transcripts (of everyone in them, or of
+    the people it names), and nothing more ("the main points the minister made about loans" asks
+    about loans)? With ``said_points``, so does "What did X say?" when the people it names take
+    that many turns or more."""
+    m = _patterns(tuple(words))["key_points"].match(question)
+    if not m:
+        # "What did Amar Shah say?" of someone who says a lot: the key points of what they say
+        m = _SAID_ONLY.match(question)
+        return bool(m and said_points and query.speakers and not query.unknown_names
+                    and not corpus.residual_topic(m.group("who"), query) and corpus.turns_of(query.speakers) >= said_points)
+    who = (m.group("who") or m.group("who2") or m.group("who3") or "").strip()
+    if not who or _NOBODY.match(who):
+        return True
+    return bool(query.refers and not query.unknown_names and not corpus.residual_topic(who, query))
+
+
+# "When was this interview recorded?", "What is the date of the hearing?", "Where was the interview
+# published?": what the transcript's front matter says of it
+_WHEN_HELD = (
+    r"^\s*(?:(?:so|and|ok(?:ay)?|well)[\s,]+)?(?:"
+    rf"when\s+(?:was|is|did|were)\s+{_THE}\s+{_KIND}(?:\s+(?:recorded|held|published|conducted|given|broadcast|aired|"
+    r"released|made|done|take\s+place|happen))?|"
+    rf"what\s+(?:is|was)\s+the\s+date\s+of\s+{_THE}\s+{_KIND}|what\s+date\s+(?:is|was)\s+{_THE}\s+{_KIND}"
+    r"(?:\s+(?:recorded|held|published))?"
+    r")[\s?.!]*$")
+_WHERE_FROM = (
+    r"^\s*(?:(?:so|and|ok(?:ay)?|well)[\s,]+)?(?:"
+    rf"where\s+(?:was|is|did|were)\s+{_THE}\s+{_KIND}\s+(?:published|broadcast|aired|released|from|come\s+from|recorded|held|"
+    r"first\s+published)|"
+    rf"what\s+is\s+the\s+source\s+of\s+{_THE}\s+{_KIND}|who\s+published\s+{_THE}\s+{_KIND}"
+    r")[\s?.!]*$")
+
+
+def asks_about_record(question: str, words: Iterable[str] = TRANSCRIPT_WORDS) -> str:
+    """"date" or "source" when the question asks when a transcript was made or where it comes
+    from, and nothing more; else ""."""
+    found = _patterns(tuple(words))
+    if found["when"].match(question):
+        return "date"
+    return "source" if found["where"].match(question) else ""
+
+
+def asks_overview(question: str, words: Iterable[str] = TRANSCRIPT_WORDS) -> bool:
+    """Does the question ask what a transcript as a whole is about, and nothing more?"""
+    return bool(_patterns(tuple(words))["overview"].match(question))
+
+
+def asks_cast(question: str, words: Iterable[str] = TRANSCRIPT_WORDS) -> bool:
+    """Does the question ask who takes part in a transcript, and nothing more?"""
+    return bool(_patterns(tuple(words))["cast"].match(question))
+
+
 def plan(question: str, history: list[HistoryTurn], corpus: Corpus, filters: dict[str, Any] | None,
          rarity: Callable[[str], float], *, strip_request: bool = True, title_neutral: bool = True,
-         scope: bool = True) -> QueryPlan:
+         scope: bool = True, overview: bool = True, said_points: int = 0,
+         transcript_words: Iterable[str] = TRANSCRIPT_WORDS) -> QueryPlan:
     """Read a question (with the conversation so far) against the corpus. The keyword switches
     turn single rules off, for the ablation in docs/EVALUATION.md."""
     res = resolve(question, history, filters, rarity)
     speakers, kinds, roles = corpus.speakers_in_question(res.text if not res.followup else question)
     speakers = speakers or res.speakers
-    found_scope = scope_of(res.text, corpus) if scope else []
+    words = tuple(transcript_words)
+    found_scope = scope_of(res.text, corpus, words) if scope else []
     filters = dict(res.filters)
     if found_scope and not filters.get("transcript"):
         filters["transcript"] = found_scope if len(found_scope) > 1 else found_scope[0]
@@ -736,4 +912,12 @@ def plan(question: str, history: list[HistoryTurn], corpus: Corpus, filters: dic
         # the sentences that say who they are read like what the transcripts say of them: their
         # names with their titles or descriptions ("Amar Shah, National Clinical Director ...")
         draft.embed_text = draft.evidence_text = corpus.describe(draft)
+    # (its own words, not read as a follow-up)
+    draft.cast = overview and asks_cast(question, words)
+    draft.key_points = overview and not res.followup and asks_key_points(question, draft, corpus, said_points, words)
+    draft.record = asks_about_record(question, words) if overview else ""
+    draft.overview = bool(draft.cast or draft.key_points or draft.record) or (overview and asks_overview(question, words))
+    if draft.overview and not draft.scope and not filters.get("transcript") and history and history[-1].transcript:
+        # "What is this interview about?" in a conversation: the one its last answer came from
+        draft.scope = [history[-1].transcript]
     return draft

@@ -58,6 +58,12 @@ class RankingSettings(BaseModel):
         return v
 
 
+# What a transcript may be called in a question ("What is this interview about?", "in the episode
+# with X"): generic words for recorded conversations, no show's or institution's name
+TRANSCRIPT_WORDS = ("interview", "conversation", "episode", "podcast", "hearing", "meeting", "session", "transcript",
+                    "talk", "chat", "discussion", "debate", "recording", "show")
+
+
 class PlanningSettings(BaseModel):
     """Rules of the query-planning step (rag/_query.py) that can be switched off; each is measured
     on and off in docs/EVALUATION.md (ablation)."""
@@ -67,6 +73,12 @@ class PlanningSettings(BaseModel):
     strip_request: bool = Field(True, description="Embed the question without its request phrasing ('Summarize the discussion about').")
     title_neutral: bool = Field(True, description="Leave titles of the speakers the question names out of the lexical query.")
     scope: bool = Field(True, description="A question naming a transcript (title, file, 'the interview with X') searches only it.")
+    transcript_words: list[str] = Field(
+        default_factory=lambda: list(TRANSCRIPT_WORDS), min_length=1,
+        description="What a question may call a transcript ('this interview', 'the episode with X'); add your own, "
+        "e.g. 'deposition', 'webinar' (plurals are understood).")
+    overview: bool = Field(True, description="'What is this interview about?' is answered with the transcript's overview: its "
+                           "participants, its introduction and the questions asked in it (answer.overview_questions).")
 
 
 class AnswerSettings(BaseModel):
@@ -82,6 +94,8 @@ class AnswerSettings(BaseModel):
     w_cosine: float = Field(0.35, description="Weight of a sentence's cosine with the question.")
     w_overlap: float = Field(0.65, description="Weight of its share of the question's (idf-weighted) words.")
     w_type: float = Field(0.5, description="Bonus for carrying the expected answer type (a year, an amount, a name).")
+    type_gate: float = Field(0.15, description="... given only to a sentence whose relevance (the two weighted terms above) "
+                             "reaches this: an unrelated sentence with a year in it does not answer 'when'.")
     w_rank: float = Field(0.1, description="Penalty per rank of the sentence's passage.")
     w_position: float = Field(0.0, description="Penalty per sentence before it in its passage (up to ten).")
     max_repeat: float = Field(0.3, ge=0, le=1, description="A sentence whose content words were already quoted beyond this share is left out.")
@@ -91,6 +105,14 @@ class AnswerSettings(BaseModel):
                                 "quoted sentence holds this share of its (idf-weighted) words; else its best sentence is added ...")
     part_words: int = Field(40, ge=0, description="... within this many words beyond the length budget (0: parts get no room of their own).")
     follow_bar: float = Field(2.0, ge=0, description="The sentence after a chosen one comes too when it scores within this share of the best (0: never).")
+    overview_questions: int = Field(8, ge=1, le=50, description="Questions quoted in a transcript's overview "
+                                    "('What is this interview about?'), spread evenly over it when it has more.")
+    key_points: int = Field(6, ge=1, le=50, description="Answers quoted (one sentence each, the one closest to its exchange) "
+                            "for 'What are the key points of this interview?', spread evenly over it.")
+    said_points: int = Field(6, ge=0, description="'What did X say?' (no subject) gets the key points of what X says when X "
+                             "takes at least this many turns (0: never; fewer turns: the question is answered as any other).")
+    overview_transcripts: int = Field(3, ge=1, le=20, description="Transcripts given an overview each when a question asks "
+                                      "what 'the interview' is about and names none; beyond, their titles are listed.")
 
 
 class RefusalSettings(BaseModel):

@@ -28,9 +28,11 @@ SEED_ID = "nhs-impact-amar-shah-interview.txt"
 # hit@1 0.647 (0.588 with the hand-set weights), hit@5 0.912 (31 of 34 with gold; was 0.941),
 # abstention accuracy 0.951 (39 of 41: the fitted refusal model refuses "What is this interview
 # about?", and "How much money has NHS IMPACT been given?" is still answered; 0.976 before it).
-# Lowered from 0.91 / 0.95 with the fitted ranking and refusal; the floors allow one more to slip.
-SEED_HIT5_FLOOR = 0.88
-SEED_ABSTAIN_FLOOR = 0.92
+# Lowered from 0.91 / 0.95 with the fitted ranking and refusal. Raised back on 2026-12-07: "What is
+# this interview about?" is answered from the interview's own parts (its introduction cited first),
+# so hit@5 0.941 (32 of 34) and abstention 0.976 (40 of 41); the floors allow one more to slip.
+SEED_HIT5_FLOOR = 0.91
+SEED_ABSTAIN_FLOOR = 0.95
 # Measured on the development set (67 questions, k = 5, all six hearings in one store) with the
 # weights `rag fit` learns on the training split: hit@1 0.702 (47 of 67), hit@5 0.895 (60 of 67).
 # (The hand-set weights before: 0.701 and 0.910 here, chosen on this very set, and 0.616 / 0.845 on
@@ -391,7 +393,7 @@ def test_eval_json_on_the_seed_set(seed_cli_report):
         assert {"id", "hit@1", "hit@5", "retrieved", "citations", "answer", "abstained"} <= set(q)
         for p in q["retrieved"]:
             assert {"chunk_id", "transcript", "start_char", "end_char"} <= set(p)
-        assert len(q["retrieved"]) <= 5
+        assert len(q["retrieved"]) <= max(5, len(q["citations"]))  # the top 5, and what is cited beyond them
     # every citation points at a retrieved passage
     for q in r["questions"]:
         assert {c["chunk_id"] for c in q["citations"]} <= {p["chunk_id"] for p in q["retrieved"]}

@@ -122,6 +122,7 @@ def test_scope_by_the_person_interviewed_by_title_and_by_nobody():
     ("How much cash did the bank pay?", "amount"),
     ("What was the cost of the new theatres?", "amount"),
     ("How many nurses were trained?", "number"),
+    ("How much of the work is done with partners?", "number"),  # a share, not money
     ("Who chaired the committee?", "person"),
     ("Which company built the hospital?", "organisation"),
     ("Why did waiting lists grow?", "reason"),

@@ -40,6 +40,8 @@ Q_VEC = np.array([1.0, 0.0], dtype=np.float32)
 @pytest.mark.parametrize("text, kind, expected", [
     ("I became CTO in 1997, after the merger.", "date", True),
     ("I became CTO after the merger.", "date", False),
+    ("I may have learned more from outside England.", "date", False),
+    ("We met in May 2019.", "date", True),
     ("The bank paid $4.5 million in cash.", "amount", True),
     ("The bank paid in cash.", "amount", False),
     ("We trained twelve hundred nurses.", "number", True),
@@ -88,6 +90,19 @@ def test_a_date_question_prefers_the_sentence_with_the_year():
     plain = select_sentences("In what year did he become CTO of Cisco?", Q_VEC, [Retrieved(p, 1.0, 1)], _vectors(same),
                              cfg=cfg.model_copy(update={"w_type": 0.0}), answer_type="date")
     assert [c.text for c in plain] == ["Cisco bought Precept, and I became Cisco's CTO."]
+
+
+def test_an_unrelated_sentence_with_a_year_does_not_answer_when():
+    p = _passage("My introduction to improvement came late in my training. Over the last year the weather changed.")
+    same = {"My introduction to improvement came late in my training.": 0.45,
+            "Over the last year the weather changed.": 0.1}
+    cfg = AnswerSettings(per_passage=1, relative_bar=0.0, follow_bar=0.0, w_type=0.5, w_cosine=0.35, w_overlap=0.65)
+    question = "When did she first meet it?"
+    gated = select_sentences(question, Q_VEC, [Retrieved(p, 1.0, 1)], _vectors(same), cfg=cfg, answer_type="date")
+    assert [c.text for c in gated] == ["My introduction to improvement came late in my training."]
+    ungated = select_sentences(question, Q_VEC, [Retrieved(p, 1.0, 1)], _vectors(same),
+                               cfg=cfg.model_copy(update={"type_gate": 0.0}), answer_type="date")
+    assert [c.text for c in ungated] == ["Over the last year the weather changed."]
 
 
 def test_a_sentence_saying_again_what_is_quoted_is_left_out():

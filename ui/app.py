@@ -399,6 +399,9 @@ def conversations(settings) -> None:
         st.caption(ui.md_escape(f"Skipped {len(bad)} unreadable conversation file(s): " + "; ".join(bad)))
 
 
+WHOLE_QUESTIONS = ("What is this interview about?", "What are the key takeaways?", "Who are the speakers?")
+
+
 def welcome(engine, transcripts: dict[str, Any]) -> None:
     speakers = {(sp.name or sp.tag) for info in transcripts.values() for sp in info.speakers}
     c1, c2, c3 = st.columns(3)
@@ -414,6 +417,12 @@ def welcome(engine, transcripts: dict[str, Any]) -> None:
         )
     more = f"<li>… and {len(transcripts) - 12} more</li>" if len(transcripts) > 12 else ""
     ui.html_block(f"<ul>{''.join(items)}{more}</ul>", "rag-loaded")
+    if transcripts and len(transcripts) <= engine.settings.answer.overview_transcripts:
+        # questions about the whole interview, answered from its own parts (rag: overview, key points)
+        st.markdown("**Start with the whole interview:**")
+        cols = st.columns(len(WHOLE_QUESTIONS))
+        for i, q in enumerate(WHOLE_QUESTIONS):
+            cols[i].button(q, key=f"whole-{i}", on_click=_set_pending, args=(q,), width="stretch")
     roles = {(tid, sp.tag): sp.role for tid, info in transcripts.items() for sp in info.speakers}
     fp = engine.fingerprint()
     examples = example_questions(fp, engine, roles)
