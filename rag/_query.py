@@ -57,10 +57,11 @@ _ROLE_WORDS = {
 # How people phrase a request for content ("summarize the discussion about X", "what did the
 # committee say about X") carries no topic: strip it before searching (generic English).
 _META = re.compile(
-    r"^\s*(please\s+)?(can you\s+|could you\s+)?(summari[sz]e|describe|explain|outline|tell me( about)?|give me)?\s*"
-    r"((what|how) (was|were|is|are|did|does|do) )?(the |a )?"
-    r"((whole |overall |main |general )?(discussion|debate|conversation|talk|dialogue|exchange|meeting|committee|group|panel|"
-    r"opinions?|views?|positions?|arguments?|points?|thoughts?|ideas?|decisions?|conclusions?|outcome|summary)s?\b\s*)+"
+    r"^\s*(please\s+)?(can you\s+|could you\s+)?(summari[sz]e|describe|explain|outline|tell (me|us)( about)?|give (me|us))?\s*"
+    r"((what|how) (was|were|is|are|did|does|do) )?(the |an? )?"
+    r"((whole |overall |main |general |brief |short |quick )?(discussion|debate|conversation|talk|dialogue|exchange|meeting|committee|group|panel|"
+    r"opinions?|views?|positions?|arguments?|points?|thoughts?|ideas?|decisions?|conclusions?|outcome|summary|overview|synopsis|"
+    r"gist|rundown)s?\b\s*)+"
     r"((about|on|over|of|regarding|around|concerning|when discussing|towards?|with regard to|in terms of)\s+)?(the\s+)?",
     re.I,
 )

@@ -136,6 +136,8 @@ def test_answer_type(question, expected):
 def test_topic_strips_request_phrasing():
     assert topic_of("Summarize the discussion about waiting lists") == "waiting lists"
     assert topic_of("What can we learn from Bangladesh?") == "What can we learn from Bangladesh?"
+    assert topic_of("Give me an overview of what he says about learning from others.") == "what he says about learning from others."
+    assert topic_of("Give us a brief summary of school meals") == "school meals"
 
 
 # ---------------------------------------------------------------------------- follow-ups

@@ -133,3 +133,26 @@ def test_on_the_seed_store(seed_store, embedder):
     assert france.abstained and not france.citations
     bangladesh = e.ask("What can we learn from Bangladesh?")
     assert not bangladesh.abstained and "Bangladesh" in bangladesh.text
+
+
+def test_made_up_questions_of_another_subject_are_asked_of_the_least_like_transcripts():
+    """scripts/fit_refusal.py's second kind of made-up question: each transcript's others ranked by
+    how far their mean passage vector is from its own, the further half kept."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "fit_refusal.py"
+    spec = importlib.util.spec_from_file_location("fit_refusal", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # two subjects: a1, a2, a3 point one way, b1, b2 another
+    way = {"a1": [1, 0.1, 0], "a2": [1, 0, 0.1], "a3": [0.9, 0.1, 0.1], "b1": [0, 1, 0.1], "b2": [0.1, 1, 0]}
+    names = sorted(way)
+    vectors = np.array([way[t] for t in names for _ in range(2)], dtype=np.float32)
+    rows = {t: np.array([2 * i, 2 * i + 1]) for i, t in enumerate(names)}
+    index = SimpleNamespace(vectors=vectors, transcript_rows=lambda t: rows[t])
+    far = mod.distant(index, names)
+    assert far["a1"] == ["b1", "b2"] and far["a3"] == ["b1", "b2"]
+    assert set(far["b1"]) <= {"a1", "a2", "a3"} and len(far["b1"]) == 2 and "b2" not in far["b1"]
