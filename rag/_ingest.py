@@ -435,6 +435,7 @@ def ingest(
         _snapshot.forget_collections(settings, [c for c, _ in dropped if c])
         writing.close()  # every write is done: a kill from here on leaves nothing to recover
         _write_snapshot(store, settings, notes)
+        store.mark_index_checked()  # the next ingest of an unchanged store skips the health check
     return IngestReport(results, notes)
 
 

@@ -67,6 +67,10 @@ if passages.count():
     passages.query(query_embeddings=[[0.0] * dim], n_results=1, include=[])
 """
 _QREF = "question_ref"  # set on a passage whose question is stored on another one (_passage_metas)
+# The vector index files (and Chroma's SQLite file) as the last health check, or the last ingest
+# that finished, left them: size and modification time of each. While they match, the index has not
+# changed since it was known to answer, and the next ingest skips the health check's child process.
+_CHECKED = "index.checked"
 
 
 @dataclass
@@ -807,8 +811,11 @@ class Store:
             return []
         unfinished = (self.settings.store / _UNFINISHED).exists()
         problem = self._index_files_problem()
+        if not unfinished and not problem and self._index_unchanged_since_checked():
+            return []
         health = "damaged" if problem else self._index_health()
         if not unfinished and health == "ok":
+            self.mark_index_checked(verify=False)
             return []
         notes = ["the last ingest did not finish" if unfinished else "the vector index did not answer"]
         if health in ("crashed", "damaged"):
@@ -997,6 +1004,51 @@ class Store:
                 os.replace(dst, src)
         with contextlib.suppress(Exception):
             self.reopen()
+
+    def _index_signature(self) -> str | None:
+        """Size and modification time of Chroma's SQLite file and of every vector index file of
+        the store's collections, hashed (None: the files cannot be listed, or a server store)."""
+        if self.settings.chroma_url or self.read_only_copy:
+            return None
+        folder = self.settings.store
+        p_name, m_name = collection_names(self.settings.model)
+        try:
+            dirs = self._index_dirs([p_name, m_name, _derived.collection_name(p_name)])
+            files = [folder / "chroma.sqlite3"] + sorted(f for d in dirs for f in d.iterdir() if f.is_file())
+            parts = [f"{f.relative_to(folder)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
+        except Exception:  # no segment table yet, a file gone while listed: not known to be unchanged
+            return None
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def _index_unchanged_since_checked(self) -> bool:
+        sig = self._index_signature()
+        if sig is None:
+            return False
+        try:
+            return (self.settings.store / _CHECKED).read_text(encoding="utf-8").strip() == sig
+        except OSError:
+            return False
+
+    def mark_index_checked(self, *, verify: bool = True) -> None:
+        """Record the index files as they are now, known to answer: by the health check, or
+        (``verify``) by this process, which wrote them and now counts both collections and runs a
+        one-result search. The next ingest skips the health check while they stay the same; any
+        change to them (a write, damage from outside) brings it back. Best effort."""
+        try:
+            if verify:
+                self._manifest.count()
+                if self._passages.count():
+                    got = self._passages.get(limit=1, include=["embeddings"])
+                    if got["ids"]:
+                        self._passages.query(query_embeddings=[list(got["embeddings"][0])], n_results=1, include=[])
+            sig = self._index_signature()
+            if sig is not None:
+                tmp = self.settings.store / (_CHECKED + ".tmp")
+                tmp.write_text(sig, encoding="utf-8")
+                os.replace(tmp, self.settings.store / _CHECKED)
+        except Exception:  # not recorded: the next ingest checks, as before
+            with contextlib.suppress(OSError):
+                (self.settings.store / _CHECKED).unlink()
 
     def _index_health(self) -> str:
         """Whether the vector index answers a count and a one-result search: "ok", "error"

@@ -534,6 +534,48 @@ def test_random_bytes_in_the_vector_data_are_rebuilt_not_a_crash(pristine_store,
     assert not answer.abstained and "Bangladesh" in answer.citations[0].quote
 
 
+@pytest.mark.timeout(300)
+def test_the_health_check_runs_again_only_when_the_index_files_changed(pristine_store, tmp_path, monkeypatch):
+    """The child process checking the vector index (about a second) runs when the index files
+    changed since they were last known to answer; an unchanged store is not checked again. Random
+    bytes written into them change them, so they are checked, found crashing, and rebuilt."""
+    pristine, n, vectors = pristine_store
+    folder = _copy(pristine, tmp_path)
+    calls = []
+    real = Store._index_health
+    monkeypatch.setattr(Store, "_index_health", lambda self: calls.append(1) or real(self))
+
+    def recover(store):
+        with store.ingest_lock():
+            return store.recover(lambda texts: np.stack([vectors[t] for t in texts]))
+
+    store = Store(load_settings(store=folder), create=True)
+    assert recover(store) == [] and len(calls) == 1  # never checked: checked, and recorded
+    assert (folder / rag._store._CHECKED).exists()
+    assert recover(store) == [] and len(calls) == 1  # unchanged: not checked again
+    f = _passages_index_dir(folder) / "data_level0.bin"
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1_000_000))  # written again, same bytes
+    assert recover(store) == [] and len(calls) == 2, "changed index files were not checked"
+    assert recover(store) == [] and len(calls) == 2
+    f.write_bytes(np.random.default_rng(1).integers(0, 256, f.stat().st_size, dtype=np.uint8).tobytes())
+    fresh_client_state()
+    store = Store(load_settings(store=folder), create=True)
+    notes = recover(store)  # damaged: found (by the file check or the child), set aside, rebuilt
+    assert any(f"rebuilt the vector index: {n} passages" in x for x in notes), notes
+    fresh_client_state()
+    answer = Engine(load_settings(store=folder), embedder=None).index()
+    assert len(answer) == n
+
+
+def test_an_ingest_records_the_index_it_left_and_the_next_one_skips_the_check(tmp_path, embedder, monkeypatch):
+    settings = load_settings(store=tmp_path / "store")
+    ingest([CORPUS], settings, embedder=embedder)
+    assert (tmp_path / "store" / rag._store._CHECKED).exists()
+    monkeypatch.setattr(Store, "_index_health", lambda self: pytest.fail("an unchanged store was checked again"))
+    again = ingest([CORPUS], settings, embedder=embedder)
+    assert {f.status for f in again.files} == {"unchanged"}
+
+
 def _ask_process(folder: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
