@@ -939,13 +939,17 @@ class Store:
             db.close()
         return [folder / r[0] for r in rows if (folder / r[0]).is_dir()]
 
+    def _indexed_collections(self) -> list[str]:
+        """The names of the collections with vector index files: passages, manifest, sentences."""
+        p_name, m_name = collection_names(self.settings.model)
+        return [p_name, m_name, _derived.collection_name(p_name)]
+
     def _index_files_problem(self) -> str | None:
         """What is wrong with the collections' vector index files as written on disk (None:
         nothing found), checked before Chroma loads them: some damage (random bytes inside
         ``data_level0.bin``) makes its native code crash the process that loads them, even to
         count or read records, and no Python code can catch that (``_hnsw_problem``)."""
-        p_name, m_name = collection_names(self.settings.model)
-        names = [p_name, m_name, _derived.collection_name(p_name)]
+        names = self._indexed_collections()
         try:
             dirs = self._index_dirs(names + [n + _REBUILD for n in names])
         except Exception:  # no readable segment table: Chroma reports it itself
@@ -1011,17 +1015,16 @@ class Store:
         if self.settings.chroma_url or self.read_only_copy:
             return None
         folder = self.settings.store
-        p_name, m_name = collection_names(self.settings.model)
         try:
-            dirs = self._index_dirs([p_name, m_name, _derived.collection_name(p_name)])
+            dirs = self._index_dirs(self._indexed_collections())
             files = [folder / "chroma.sqlite3"] + sorted(f for d in dirs for f in d.iterdir() if f.is_file())
             parts = [f"{f.relative_to(folder)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
         except Exception:  # no segment table yet, a file gone while listed: not known to be unchanged
             return None
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
-    def _index_unchanged_since_checked(self) -> bool:
-        sig = self._index_signature()
+    def _index_unchanged_since_checked(self, sig: str | None = None) -> bool:
+        sig = sig or self._index_signature()
         if sig is None:
             return False
         try:
@@ -1033,8 +1036,14 @@ class Store:
         """Record the index files as they are now, known to answer: by the health check, or
         (``verify``) by this process, which wrote them and now counts both collections and runs a
         one-result search. The next ingest skips the health check while they stay the same; any
-        change to them (a write, damage from outside) brings it back. Best effort."""
+        change to them (a write, damage from outside) brings it back. Best effort; nothing to do
+        for a server's store (no health check there) or when they are as recorded already (an
+        ingest that changed nothing does not load the index to search it)."""
+        if self.settings.chroma_url or self.read_only_copy:
+            return
         try:
+            if self._index_unchanged_since_checked(self._index_signature()):
+                return
             if verify:
                 self._manifest.count()
                 if self._passages.count():

@@ -101,6 +101,7 @@ def split_rows(store: Path, questions: Path, embedder=None, with_distant: bool =
         by_t.setdefault(p.transcript, []).append(p)
     others_vocab = {t: Corpus([p for u, ps in by_t.items() if u != t for p in ps], []).words for t in by_t}
     far = distant(index, sorted(by_t))
+    far_vocab = {t: Corpus([p for u in far[t] for p in by_t[u]], []).words for t in by_t} if with_distant else {}
     rows = []
     for q in _load(questions):
         own = q["sources"][0]["transcript"]
@@ -109,9 +110,8 @@ def split_rows(store: Path, questions: Path, embedder=None, with_distant: bool =
         rows.append(answer_row(engine, q["question"], qid=q["id"], group=own, label=1,
                                filters={"transcript": others}, vocab=others_vocab[own]))
         if with_distant:
-            vocab = Corpus([p for t in far[own] for p in by_t[t]], []).words
             row = answer_row(engine, q["question"], qid=q["id"], group=own, label=1,
-                             filters={"transcript": far[own]}, vocab=vocab)
+                             filters={"transcript": far[own]}, vocab=far_vocab[own])
             row.kind = "distant"
             rows.append(row)
     return rows, engine.embedder
