@@ -11,12 +11,20 @@ import pytest
 from conftest import DEV, SHARED
 
 TRAIN = SHARED / "qmsum-committee-train"
-# Today (weights in Settings, k = 5): train hit@1 0.694, hit@5 0.849; cross-validated by hearing
-# 0.697 and 0.849. The floors keep a margin below.
-TRAIN_HIT1_FLOOR = 0.65
-TRAIN_HIT5_FLOOR = 0.80
+# CI ingests every third training hearing (8 of 24, in name order) and asks their 96 questions of
+# that store: a third of the time of the whole split. Measured 2026-12-08 (weights in Settings,
+# k = 5): hit@1 0.760, hit@5 0.927, MRR 0.822 (the hand-set weights: 0.688, 0.938, 0.787); fewer
+# hearings to confuse them with, so higher than the whole split's 0.704 / 0.856 (docs/EVALUATION.md).
+# The floors keep a margin of five or six questions below.
+TRAIN_HIT1_FLOOR = 0.70
+TRAIN_HIT5_FLOOR = 0.87
+TRAIN_EVERY = 3
 
 needs_train = pytest.mark.skipif(not TRAIN.is_dir(), reason=f"the training split is not at {TRAIN}")
+
+
+def train_subset() -> list[str]:
+    return sorted(p.name for p in (TRAIN / "transcripts").glob("*.txt"))[::TRAIN_EVERY]
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +32,24 @@ def train_store(tmp_path_factory, embedder):
     from rag import ingest, load_settings
 
     s = load_settings(store=tmp_path_factory.mktemp("train") / "store")
-    assert not ingest([TRAIN / "transcripts"], s, embedder=embedder).failed
+    assert not ingest([TRAIN / "transcripts" / name for name in train_subset()], s, embedder=embedder).failed
     return s
 
 
 @pytest.mark.slow
 @needs_train
-def test_training_split_floors(train_store, embedder):
+def test_training_split_floors(train_store, embedder, tmp_path):
     from rag import Engine, _fit
     from rag._rank import weight_vector
 
+    names = set(train_subset())
+    lines = [line for line in (TRAIN / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+             if line.strip() and {s["transcript"] for s in json.loads(line)["sources"]} <= names]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(lines) + "\n", encoding="utf-8")
     engine = Engine(train_store, embedder=embedder)
-    examples = _fit.collect(engine, str(TRAIN / "questions.jsonl"))
-    assert len(examples) == 284
+    examples = _fit.collect(engine, str(questions))
+    assert len(names) == 8 and len(examples) == len(lines) == 96
     got = _fit.scores(engine, examples, weight_vector(train_store.ranking.weights))
     assert got["hit@1"] >= TRAIN_HIT1_FLOOR, f"train hit@1 fell to {got['hit@1']:.3f} (floor {TRAIN_HIT1_FLOOR})"
     assert got["hit@5"] >= TRAIN_HIT5_FLOOR, f"train hit@5 fell to {got['hit@5']:.3f} (floor {TRAIN_HIT5_FLOOR})"
