@@ -665,6 +665,26 @@ def values_in(text: str) -> dict[str, set[str]]:
     return out
 
 
+# A question asking for an amount of money or a time that no passage found gives any of: the
+# answer says so before the nearest quote, rather than quote it as if it answered. A time may be
+# given loosely ("soon", "in the coming weeks"): that counts as one.
+ABSENT_TYPES = {"amount": "no amount of money", "date": "no date or time"}
+_LOOSE_TIME = re.compile(r"\b(soon|shortly|now|recently|currently|later|earlier|already|immediately|today|tomorrow|"
+                         r"(this|coming|next|last|past|few|several) (days?|weeks?|months?|years?|spring|summer|autumn|winter)|"
+                         r"in the (near|coming) future|by the end of|at the end of)\b", re.I)
+
+
+def type_absent(answer_type: str, passages_text: str) -> str:
+    """What the question asks for that none of the passages found gives any of ("no amount of
+    money", "no date or time"), or "" when they give one or the question asks for something else."""
+    what = ABSENT_TYPES.get(answer_type)
+    if not what or carries(passages_text, answer_type):
+        return ""
+    if answer_type == "date" and _LOOSE_TIME.search(passages_text):
+        return ""
+    return what
+
+
 def unsupported_values(question: str, passages_text: str, quoted: str) -> list[tuple[str, list[str]]]:
     """Values the question states that none of the retrieved passages states, while the quoted
     answer gives another value of the same kind: [(the question's value, the answer's values)].

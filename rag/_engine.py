@@ -405,8 +405,12 @@ class Engine:
             text, citations = _answer.compose(top, chosen, speakers=self._speaker_lookup)
             if not use_llm:
                 unsupported = _values_note(query.text, top, citations)
+                missing = "" if unsupported or not citations else _answer.type_absent(
+                    query.answer_type, " ".join(f"{r.passage.question} {r.passage.text}" for r in top))
                 if unsupported:
                     text, premise = f"{unsupported} {text}", "value"
+                elif missing:
+                    text, premise = f"The passages found give {missing}; this is the nearest they come. {text}", "type"
             if use_llm:
                 from ._llm import llm_answer
 

@@ -209,7 +209,9 @@ class Answer:
     filters: dict[str, Any] = field(default_factory=dict)
     evidence: float = 0.0  # how strongly the best sentence matches the question (cosine)
     speakers: list[str] = field(default_factory=list)  # speakers the question referred to
-    premise: str = ""  # why the answer does not take the question as put ("speaker": others said it)
+    premise: str = ""  # why the answer does not take the question as put ("speaker": others said it;
+    # "value": a year, percentage or amount the question states is not in the passages; "type": no
+    # passage gives the amount of money or the time the question asks for)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -109,3 +109,26 @@ def test_values_are_read_in_one_spelling():
     assert unsupported_values("Did it rise by 20 per cent?", "It rose by 20%.", "It rose by 20%.") == []
     # no value of that kind in the quote: nothing to set against the question's
     assert unsupported_values("Why did it rise in 2019?", "It rose a lot.", "It rose a lot.") == []
+
+
+def test_an_amount_no_passage_gives_is_said_before_the_nearest_quote(seed_engine):
+    a = seed_engine.ask("How much money has NHS IMPACT been given?")
+    assert a.premise == "type" and a.citations
+    assert a.text.startswith("The passages found give no amount of money; this is the nearest they come. Amar Shah (AS) says")
+    assert a.to_json()["premise"] == "type"
+    # a time the passages do give, if loosely: answered as asked
+    b = seed_engine.ask("When did Shah first come across quality improvement?")
+    assert b.premise == "" and b.citations
+
+
+def test_what_counts_as_giving_an_amount_or_a_time():
+    from rag._answer import type_absent
+
+    assert type_absent("amount", "The council gave the harbour a lot of support.") == "no amount of money"
+    assert type_absent("amount", "The council raised the budget to £4 million.") == ""
+    assert type_absent("amount", "It cost them two million in the end.") == ""
+    assert type_absent("date", "We rebuilt the wall with the fishermen.") == "no date or time"
+    for said in ("It broke in January.", "That was in 2021.", "We will announce it soon.", "In the coming weeks, yes."):
+        assert type_absent("date", said) == "", said
+    # only amounts and times: other kinds of answer are not checked
+    assert type_absent("number", "We rebuilt the wall.") == "" and type_absent("other", "Nothing.") == ""
