@@ -636,6 +636,31 @@ def test_the_index_file_check_passes_whole_indexes_and_names_damage(pristine_sto
     assert "bytes for" in (rag._store._hnsw_problem(d) or "")
 
 
+def test_index_files_that_passed_the_check_are_not_scanned_again_until_they_change(pristine_store, tmp_path, monkeypatch):
+    """The check reads every element of every index (0.4 s at 100,000 passages, each time a
+    process opens the store): files with the size and time they had when it last passed are not
+    read again; a write to them, as random bytes are, brings the check back, and it names them."""
+    pristine, _, _ = pristine_store
+    folder = _copy(pristine, tmp_path)
+    scanned: list[str] = []
+    real = rag._store._hnsw_problem
+    monkeypatch.setattr(rag._store, "_hnsw_problem", lambda d: scanned.append(d.name) or real(d))
+    store = Store(load_settings(store=folder))
+    first = list(scanned)
+    assert _passages_index_dir(folder).name in first and (folder / "index.scanned").is_file()
+    scanned.clear()
+    assert store._index_files_problem() is None and scanned == []  # unchanged: not read again
+    f = _passages_index_dir(folder) / "data_level0.bin"
+    data = bytearray(f.read_bytes())
+    lo, hi = len(data) // 4, 3 * len(data) // 4
+    data[lo:hi] = np.random.default_rng(1).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    f.write_bytes(bytes(data))  # same size, a new modification time
+    problem = store._index_files_problem()
+    assert scanned == [f.parent.name] and problem and problem.startswith(f.parent.name)
+    with pytest.raises(StoreError, match="damaged"):
+        Store(load_settings(store=folder))
+
+
 @pytest.mark.timeout(300)
 def test_a_truncated_database_is_a_clear_error_and_nothing_is_touched(pristine_store, tmp_path, embedder, capsys):
     pristine, _, _ = pristine_store
