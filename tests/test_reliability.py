@@ -251,7 +251,7 @@ def test_asking_while_another_process_ingests(tmp_path, embedder):
     assert not ingest([corpus], settings, embedder=embedder).failed
     engine = Engine(settings, embedder=embedder, refresh_seconds=0.0)
     engine.ask("mental health services during the lockdown")
-    for n in range(3):
+    for n in range(2):  # two transcripts written while it asks (three took 46 s of the suite)
         (corpus / f"copy{n}.txt").write_text(src.read_text(encoding="utf-8") + f"\n\nThe Chair: Copy {n}.\n", encoding="utf-8")
     env = dict(os.environ, RAG_STORE=str(settings.store))
     proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "ingest", str(corpus)], env=env,
@@ -270,7 +270,7 @@ def test_asking_while_another_process_ingests(tmp_path, embedder):
     assert not errors, errors[:3]
     assert answers > 0
     # the engine's view follows the other process's writes (the copies rank level with a.txt)
-    assert set(engine.transcripts()) == {"a.txt", "copy0.txt", "copy1.txt", "copy2.txt"}
+    assert set(engine.transcripts()) == {"a.txt", "copy0.txt", "copy1.txt"}
     final = engine.ask("What is being done about mental health services during the lockdown?", filters={"transcript": "copy1.txt"})
     assert final.retrieved and {r.passage.transcript for r in final.retrieved} == {"copy1.txt"}
 
