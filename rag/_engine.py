@@ -404,9 +404,9 @@ class Engine:
         else:
             text, citations = _answer.compose(top, chosen, speakers=self._speaker_lookup)
             if not use_llm:
-                unsupported = _values_note(query.text, top, citations)
-                missing = "" if unsupported or not citations else _answer.type_absent(
-                    query.answer_type, " ".join(f"{r.passage.question} {r.passage.text}" for r in top))
+                found = " ".join(f"{r.passage.question} {r.passage.text}" for r in top)
+                unsupported = _values_note(query.text, found, citations)
+                missing = "" if unsupported or not citations else _answer.type_absent(query.answer_type, found)
                 if unsupported:
                     text, premise = f"{unsupported} {text}", "value"
                 elif missing:
@@ -775,11 +775,10 @@ def _refers_to(p: Passage, query: QueryPlan, role_of: dict[str, str] | None = No
     return _says(p, query) or _asked_by(p, query, role_of or {})
 
 
-def _values_note(question: str, top: list[Retrieved], citations: list[Citation]) -> str:
+def _values_note(question: str, found: str, citations: list[Citation]) -> str:
     """A question that takes a value for granted (a year, a percentage, an amount) that none of
-    the passages found states, answered with a quote that gives another: say so before the
-    quote, rather than answer as if the question's value held."""
-    found = " ".join(f"{r.passage.question} {r.passage.text}" for r in top)
+    the passages found (``found``: their questions and answers) states, answered with a quote
+    that gives another: say so before the quote, rather than answer as if the question's value held."""
     pairs = _answer.unsupported_values(question, found, " ".join(c.quote for c in citations))
     if not pairs:
         return ""

@@ -1040,14 +1040,13 @@ class Store:
         folder = self.settings.store
         try:
             dirs = self._index_dirs(self._indexed_collections())
-            files = [folder / "chroma.sqlite3"] + sorted(f for d in dirs for f in d.iterdir() if f.is_file())
-            parts = [f"{f.relative_to(folder)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
+            return _stat_hash([folder / "chroma.sqlite3"] + sorted(f for d in dirs for f in d.iterdir() if f.is_file()),
+                              folder)
         except Exception:  # no segment table yet, a file gone while listed: not known to be unchanged
             return None
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
-    def _index_unchanged_since_checked(self, sig: str | None = None) -> bool:
-        sig = sig or self._index_signature()
+    def _index_unchanged_since_checked(self) -> bool:
+        sig = self._index_signature()
         if sig is None:
             return False
         try:
@@ -1065,7 +1064,7 @@ class Store:
         if self.settings.chroma_url or self.read_only_copy:
             return
         try:
-            if self._index_unchanged_since_checked(self._index_signature()):
+            if self._index_unchanged_since_checked():
                 return
             if verify:
                 self._manifest.count()
@@ -1429,15 +1428,18 @@ def passage_from_meta(doc: str, md: dict[str, Any], shared: dict[str, str] | Non
     )
 
 
+def _stat_hash(files: Sequence[Path], base: Path) -> str:
+    """Path (relative to ``base``), size and modification time (ns) of each file, hashed."""
+    parts = [f"{f.relative_to(base)}:{st.st_size}:{st.st_mtime_ns}" for f in files for st in (f.stat(),)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def _files_signature(folder: Path) -> str | None:
-    """Name, size and modification time (ns) of every file in ``folder``, hashed; None when it
-    cannot be listed."""
+    """``_stat_hash`` of every file in ``folder``; None when it cannot be listed."""
     try:
-        parts = [f"{f.name}:{st.st_size}:{st.st_mtime_ns}" for f in sorted(folder.iterdir())
-                 if f.is_file() for st in (f.stat(),)]
+        return _stat_hash(sorted(f for f in folder.iterdir() if f.is_file()), folder)
     except OSError:
         return None
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 _HNSW_HEADER = struct.Struct("<iQQQQQQiIQQQdQ")  # header.bin as Chroma's hnswlib writes it (persist version 1)
